@@ -1,0 +1,26 @@
+"""Entry point: ``python -m ml <command> [args]``. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("ml.train", "train one model (config dataclass, YAML, key=value overrides)"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__)
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in sorted(COMMANDS.items())))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return
+    args = parser.parse_args(argv[:1])
+    importlib.import_module(COMMANDS[args.command][0]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""CIFAR models, registered by name: a plain CNN baseline and the CIFAR-style ResNet family.
+
+All models take normalised float images N x 3 x 32 x 32 and return logits N x num_classes.
+Build one with ``build_model(name, num_classes=..., **options)``; ``MODELS`` lists the names.
+
+Ablation switches (for hypothesis tests on model components) are constructor options of the
+ResNets: ``norm=False`` (no batch norm), ``residual=False`` (no skip connections) and
+``width`` (channel multiplier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def build_model(name: str, num_classes: int = 10, **options) -> nn.Module:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    return MODELS[name](num_classes=num_classes, **options)
+
+
+def _norm(channels: int, enabled: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if enabled else nn.Identity()
+
+
+# ----------------------------------------------------------------------------- plain CNN baseline
+class PlainCNN(nn.Module):
+    """The "from scratch" baseline of the original reports: conv-BN-ReLU blocks, max pooling,
+    dropout, and a small fully connected head."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.3):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Dropout(dropout),
+            )
+
+        w = width
+        self.features = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * w * 4 * 4, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register("plain_cnn")
+def plain_cnn(num_classes: int = 10, **options) -> nn.Module:
+    return PlainCNN(num_classes=num_classes, **options)
+
+
+# ----------------------------------------------------------------------------- ResNet (He et al. 2016, CIFAR)
+class BasicBlock(nn.Module):
+    """Post-activation basic block. The shortcut is a 1x1 conv when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int, norm: bool = True, residual: bool = True):
+        super().__init__()
+        self.residual = residual
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not norm)
+        self.bn1 = _norm(cout, norm)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=not norm)
+        self.bn2 = _norm(cout, norm)
+        self.shortcut: nn.Module = nn.Identity()
+        if residual and (stride != 1 or cin != cout):
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=not norm), _norm(cout, norm)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: three stages of n basic blocks, 16/32/64 channels x width."""
+
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int = 10,
+        width: float = 1.0,
+        norm: bool = True,
+        residual: bool = True,
+    ):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        widths = [int(round(c * width)) for c in (16, 32, 64)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=not norm), _norm(widths[0], norm), nn.ReLU(inplace=True)
+        )
+        layers: list[nn.Module] = []
+        cin = widths[0]
+        for stage, cout in enumerate(widths):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(BasicBlock(cin, cout, stride, norm=norm, residual=residual))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+for _depth in (20, 32, 44, 56, 110):
+
+    def _make(depth: int):
+        def build(num_classes: int = 10, **options) -> nn.Module:
+            return CifarResNet(depth, num_classes=num_classes, **options)
+
+        return build
+
+    register(f"resnet{_depth}")(_make(_depth))
+
+
+# ----------------------------------------------------------------------------- pre-activation ResNet-18
+class PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, norm: bool = True, residual: bool = True):
+        super().__init__()
+        self.residual = residual
+        self.bn1 = _norm(cin, norm)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = _norm(cout, norm)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if residual and (stride != 1 or cin != cout):
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut if self.residual else out
+
+
+class PreActResNet(nn.Module):
+    """Pre-activation ResNet (He et al. 2016b) for CIFAR; 18 layers = blocks (2, 2, 2, 2)."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        num_classes: int = 10,
+        width: float = 1.0,
+        norm: bool = True,
+        residual: bool = True,
+    ):
+        super().__init__()
+        widths = [int(round(c * width)) for c in (64, 128, 256, 512)]
+        self.stem = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        layers: list[nn.Module] = []
+        cin = widths[0]
+        for stage, (n, cout) in enumerate(zip(blocks, widths)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(PreActBlock(cin, cout, stride, norm=norm, residual=residual))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn = _norm(cin, norm)
+        self.fc = nn.Linear(cin, num_classes)
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.layers(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@register("preact_resnet18")
+def preact_resnet18(num_classes: int = 10, **options) -> nn.Module:
+    return PreActResNet((2, 2, 2, 2), num_classes=num_classes, **options)
+
+
+# ----------------------------------------------------------------------------- Wide ResNet (Zagoruyko & Komodakis 2016)
+class WideBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float, norm: bool = True, residual: bool = True):
+        super().__init__()
+        self.residual = residual
+        self.bn1 = _norm(cin, norm)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = _norm(cout, norm)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if residual and (stride != 1 or cin != cout):
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
+        return out + shortcut if self.residual else out
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k: (depth - 4) / 6 pre-activation blocks per stage, 16k/32k/64k channels."""
+
+    def __init__(
+        self,
+        depth: int = 16,
+        widen: int = 4,
+        num_classes: int = 10,
+        dropout: float = 0.0,
+        width: float = 1.0,
+        norm: bool = True,
+        residual: bool = True,
+    ):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"Wide ResNet depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [int(round(c * widen * width)) for c in (16, 32, 64)]
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        layers: list[nn.Module] = []
+        cin = 16
+        for stage, cout in enumerate(widths):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(WideBlock(cin, cout, stride, dropout, norm=norm, residual=residual))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn = _norm(cin, norm)
+        self.fc = nn.Linear(cin, num_classes)
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.layers(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@register("wrn16_4")
+def wrn16_4(num_classes: int = 10, **options) -> nn.Module:
+    return WideResNet(16, 4, num_classes=num_classes, **options)
+
+
+@register("wrn16_8")
+def wrn16_8(num_classes: int = 10, **options) -> nn.Module:
+    return WideResNet(16, 8, num_classes=num_classes, **options)
+
+
+@register("wrn28_10")
+def wrn28_10(num_classes: int = 10, **options) -> nn.Module:
+    return WideResNet(28, 10, num_classes=num_classes, **options)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _init(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int:
+    """Multiply-accumulates of one forward pass on one image (convolutions and linear layers),
+    counted with forward hooks on a real pass."""
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel() * module.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total
