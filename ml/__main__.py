@@ -7,7 +7,14 @@ import importlib
 import sys
 
 COMMANDS = {
+    "download": ("ml.download", "fetch the official CIFAR-10/100 archives (md5-checked)"),
     "train": ("ml.train", "train one model (config dataclass, YAML, key=value overrides)"),
+    "evaluate": ("ml.evaluate", "evaluate a checkpoint or bundle: report.json and PNGs"),
+    "ensemble": ("ml.ensemble", "evaluate an ensemble of checkpoints (mean probability, majority vote)"),
+    "compare": ("ml.compare", "McNemar's exact test and bootstrap intervals between two models"),
+    "export": ("ml.export", "write the TorchScript model bundle the worker loads"),
+    "bench": ("ml.bench", "training throughput (images/s) and epoch time on this device"),
+    "models": ("ml.models", "list registered models with parameters and MACs"),
 }
 
 

@@ -321,3 +321,16 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
             h.remove()
         model.train(was_training)
     return total
+
+
+def main(argv: list[str]) -> None:
+    """``python -m ml models``: the registry with parameter and MAC counts (10 classes, 32x32)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ml models", description=main.__doc__)
+    parser.add_argument("--num-classes", type=int, default=10)
+    args = parser.parse_args(argv)
+    print(f"{'model':<18}{'parameters':>14}{'MACs/image':>16}")
+    for name in sorted(MODELS):
+        model = build_model(name, num_classes=args.num_classes)
+        print(f"{name:<18}{count_parameters(model):>14,}{count_flops(model):>16,}")
