@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 def upload_path(instance: "Classification", filename: str) -> str:
@@ -42,7 +43,9 @@ class Classification(models.Model):
     error = models.TextField(blank=True)  # a message a person can act on
     attempts = models.PositiveIntegerField(default=0)
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)  # queued at
+    # Set before the row is saved (not auto_now_add) because the storage paths above use it.
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)  # queued at
+    last_enqueued_at = models.DateTimeField(default=timezone.now, editable=False)  # the sweeper re-queues from here
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

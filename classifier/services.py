@@ -1,0 +1,264 @@
+"""Everything that writes Classification rows. Keyword-only, typed; the web app and the worker call these.
+
+Life of a job: ``classification_create`` stores the image and thumbnail under the job's UUID,
+commits the row as ``queued`` and enqueues the task on commit. The worker calls
+``classification_process``, which is ``classification_start`` (queued/running -> running, counts
+the attempt), inference, then ``classification_complete`` or ``classification_fail``. A finished
+job (done/failed) is never changed again, so a redelivered task is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from classifier.errors import ApplicationError
+from classifier.models import Classification
+from worker.runtime.images import ImageRejected, decode_for_model, inspect_upload, make_thumbnail
+
+logger = logging.getLogger(__name__)
+
+Status = Classification.Status
+FINISHED = (Status.DONE, Status.FAILED)
+
+
+def _format_bytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def _read_upload(upload: UploadedFile) -> bytes:
+    """The upload's bytes, refusing empty and oversized files before reading them into memory."""
+    limit = settings.MAX_UPLOAD_BYTES
+    size = upload.size
+    if size is not None and size > limit:
+        raise ApplicationError(
+            f"The file is {_format_bytes(size)}; the limit is {_format_bytes(limit)}. Please upload a smaller image.",
+            {"max_bytes": limit, "size": size},
+            code="file_too_large",
+        )
+    upload.seek(0)
+    data = upload.read(limit + 1)
+    if not data:
+        raise ApplicationError("The file is empty. Please choose an image file.", code="empty_file")
+    if len(data) > limit:
+        raise ApplicationError(
+            f"The file is larger than the limit of {_format_bytes(limit)}. Please upload a smaller image.",
+            {"max_bytes": limit},
+            code="file_too_large",
+        )
+    return data
+
+
+def enqueue_classification(classification_id: uuid.UUID | str) -> bool:
+    """Put the job on the queue. A broker that is down is logged, not raised: the row stays
+    ``queued`` and the sweeper (``requeue_stuck``) sends it again later."""
+    from worker.tasks import classify  # the Celery side imports services, not the other way round at import time
+
+    try:
+        classify.delay(str(classification_id))
+    except Exception:  # kombu raises OperationalError and friends; no upload may be lost over it
+        logger.exception("could not enqueue classification %s; the sweeper will retry", classification_id)
+        return False
+    return True
+
+
+@transaction.atomic
+def classification_create(*, owner, upload: UploadedFile) -> Classification:
+    """Validate an uploaded image, store it and its thumbnail under the job's UUID, and queue it.
+
+    Raises ApplicationError (400) with a message for the user when the file is not an image we
+    accept; nothing is stored or queued then.
+    """
+    data = _read_upload(upload)
+    try:
+        info = inspect_upload(data, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
+        thumbnail = make_thumbnail(data, settings.THUMBNAIL_SIZE)
+    except ImageRejected as exc:
+        raise ApplicationError(str(exc), code="invalid_image") from exc
+
+    classification = Classification(
+        id=uuid.uuid4(),
+        owner=owner,
+        status=Status.QUEUED,
+        image_format=info.format,
+        image_width=info.width,
+        image_height=info.height,
+        original_filename=(upload.name or "")[:255],
+    )
+    classification.last_enqueued_at = classification.created_at
+    # The storage names come from upload_path/thumbnail_path: date + UUID + our own extension.
+    classification.image.save(f"image.{info.format}", ContentFile(data), save=False)
+    try:
+        classification.thumbnail.save("thumbnail.jpg", ContentFile(thumbnail), save=False)
+        classification.full_clean(exclude=["image", "thumbnail", "owner"])
+        classification.save(force_insert=True)
+    except BaseException:
+        _delete_files(classification)
+        raise
+    # If the transaction rolls back, the files must not stay behind either.
+    transaction.on_commit(lambda: enqueue_classification(classification.id))
+    return classification
+
+
+def _delete_files(classification: Classification) -> None:
+    for field in (classification.image, classification.thumbnail):
+        if field and field.name:
+            try:
+                field.storage.delete(field.name)
+            except OSError:
+                logger.warning("could not delete %s", field.name, exc_info=True)
+
+
+@transaction.atomic
+def classification_delete(*, classification: Classification) -> None:
+    """Delete the row, and its files once the deletion is committed."""
+    files = [(f.storage, f.name) for f in (classification.image, classification.thumbnail) if f and f.name]
+    classification.delete()
+
+    def remove_files() -> None:
+        for storage, name in files:
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete %s", name, exc_info=True)
+
+    transaction.on_commit(remove_files)
+
+
+@transaction.atomic
+def classification_start(*, classification_id: uuid.UUID | str) -> Classification | None:
+    """Mark the job running and count the attempt; None when there is nothing to do.
+
+    A finished job is left alone (a redelivered message changes nothing). A job already
+    ``running`` is taken over: its worker died or its message came back after a timeout.
+    A job past CLASSIFICATION_MAX_ATTEMPTS ends failed with the reason.
+    """
+    classification = Classification.objects.select_for_update().filter(id=classification_id).first()
+    if classification is None or classification.status in FINISHED:
+        return None
+    max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
+    if classification.attempts >= max_attempts:
+        reason = classification.error or "the worker stopped before finishing"
+        _fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
+        return None
+    classification.status = Status.RUNNING
+    classification.attempts += 1
+    classification.started_at = timezone.now()
+    classification.save(update_fields=["status", "attempts", "started_at"])
+    return classification
+
+
+@transaction.atomic
+def classification_complete(
+    *, classification_id: uuid.UUID | str, predictions: list[tuple[str, float]], model_version: str
+) -> Classification | None:
+    """Record the predictions (best first). Only a running job is completed; returns None otherwise."""
+    classification = Classification.objects.select_for_update().filter(id=classification_id).first()
+    if classification is None or classification.status != Status.RUNNING:
+        return None
+    if not predictions:
+        raise ValueError("predictions must not be empty")
+    classification.predictions = [{"label": label, "probability": round(float(p), 6)} for label, p in predictions]
+    classification.top_label, top_p = predictions[0]
+    classification.top_probability = min(max(float(top_p), 0.0), 1.0)
+    classification.model_version = model_version
+    classification.status = Status.DONE
+    classification.error = ""
+    classification.finished_at = timezone.now()
+    classification.save()
+    return classification
+
+
+def _fail(classification: Classification, message: str) -> None:
+    classification.status = Status.FAILED
+    classification.error = message
+    classification.finished_at = timezone.now()
+    classification.save(update_fields=["status", "error", "finished_at"])
+
+
+@transaction.atomic
+def classification_fail(*, classification_id: uuid.UUID | str, message: str) -> Classification | None:
+    """End a job as failed with a message a person understands. A finished job is left alone."""
+    classification = Classification.objects.select_for_update().filter(id=classification_id).first()
+    if classification is None or classification.status in FINISHED:
+        return None
+    _fail(classification, message)
+    return classification
+
+
+@transaction.atomic
+def classification_note_error(*, classification_id: uuid.UUID | str, message: str) -> None:
+    """Remember why an attempt did not finish (the job stays unfinished and will be tried again)."""
+    Classification.objects.filter(id=classification_id).exclude(status__in=FINISHED).update(error=message)
+
+
+def _test_delay() -> None:
+    # Test-only: defined only in webapp.settings.test, so that end-to-end tests can stop a worker mid-task.
+    delay = getattr(settings, "WORKER_TEST_DELAY_SECONDS", 0.0)
+    if delay:
+        time.sleep(delay)
+
+
+def classification_process(*, classification_id: uuid.UUID | str) -> Classification | None:
+    """The worker's whole job: start, decode, predict, complete (or fail with a readable reason)."""
+    from worker.runtime.predictor import get_predictor
+
+    classification = classification_start(classification_id=classification_id)
+    if classification is None:
+        return None
+    _test_delay()
+    try:
+        with classification.image.open("rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return classification_fail(
+            classification_id=classification_id, message="The uploaded image is missing from storage."
+        )
+    try:
+        array = decode_for_model(data)
+    except ImageRejected as exc:
+        return classification_fail(classification_id=classification_id, message=f"The image could not be read: {exc}")
+    predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
+    [top] = predictor.predict([array], top_k=settings.PREDICTION_TOP_K)
+    return classification_complete(classification_id=classification_id, predictions=top, model_version=predictor.version)
+
+
+@transaction.atomic
+def classifications_requeue_stuck(*, older_than: timedelta | None = None) -> dict[str, int]:
+    """Re-queue jobs stuck in queued/running past the deadline; fail those out of attempts.
+
+    Returns counts: {"requeued": n, "failed": m}.
+    """
+    if older_than is None:
+        older_than = timedelta(seconds=settings.CLASSIFICATION_STUCK_AFTER_SECONDS)
+    deadline = timezone.now() - older_than
+    stuck = list(
+        Classification.objects.select_for_update(skip_locked=True).filter(
+            Q(status=Status.QUEUED, last_enqueued_at__lt=deadline) | Q(status=Status.RUNNING, started_at__lt=deadline)
+        )
+    )
+    requeued = failed = 0
+    max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
+    for classification in stuck:
+        if classification.attempts >= max_attempts:
+            reason = classification.error or "the worker stopped or timed out before finishing"
+            _fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
+            failed += 1
+            continue
+        if classification.status == Status.RUNNING and not classification.error:
+            classification.error = "the worker stopped or timed out before finishing"
+        classification.status = Status.QUEUED
+        classification.last_enqueued_at = timezone.now()
+        classification.save(update_fields=["status", "error", "last_enqueued_at"])
+        transaction.on_commit(lambda cid=classification.id: enqueue_classification(cid))
+        requeued += 1
+    return {"requeued": requeued, "failed": failed}

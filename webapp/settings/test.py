@@ -1,0 +1,20 @@
+"""Tests: SQLite unless DATABASE_URL is set (CI sets PostgreSQL); fast password hashing.
+
+Tasks run eagerly in unit tests even when CELERY_BROKER_URL is set, so a unit test never needs a
+worker; the end-to-end tests start a real worker with CELERY_TASK_ALWAYS_EAGER=false.
+"""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = False
+SECRET_KEY = env("SECRET_KEY", default="django-insecure-test-key")
+ALLOWED_HOSTS = ["*"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
+CELERY_TASK_EAGER_PROPAGATES = True
+
+# Test-only hook: the worker sleeps this long after marking a job running, so the end-to-end
+# tests can kill it "during a task". Read only by classifier.services, and only defined here.
+WORKER_TEST_DELAY_SECONDS = env.float("WORKER_TEST_DELAY_SECONDS", default=0.0)
