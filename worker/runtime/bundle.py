@@ -96,9 +96,16 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise BundleError(f"no {MANIFEST_NAME} in model bundle {bundle_dir}")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
-    return Manifest.from_dict(data)
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    try:
+        return Manifest.from_dict(data)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{path} is not a valid manifest: {exc}") from exc
 
 
 def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
@@ -141,6 +148,9 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu") -> L
             f"checksum mismatch for {module_path}: manifest says {manifest.sha256}, file is {actual}"
         )
     device = torch.device(device)
-    module = torch.jit.load(str(module_path), map_location=device)
+    try:
+        module = torch.jit.load(str(module_path), map_location=device)
+    except RuntimeError as exc:
+        raise BundleError(f"cannot load the TorchScript module {module_path}: {exc}") from exc
     module.eval()
     return LoadedBundle(path=bundle_dir, manifest=manifest, module=module, device=device)

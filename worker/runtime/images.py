@@ -1,0 +1,282 @@
+"""Reading untrusted image uploads: the upload-time check, decoding for the model, thumbnails.
+
+Everything here takes the raw bytes a user sent and trusts nothing about them: the format is
+sniffed from the content by Pillow (never from the file name or the client's content type), only
+six formats are accepted, the size in bytes is checked before anything is parsed, and the pixel
+count is checked from the header before any pixel is decoded.
+
+* `inspect_upload` is the check the web app runs before it stores and queues an upload. It
+  decodes the whole image once so that a truncated or corrupt file is refused with a 400 instead
+  of failing later in the worker.
+* `decode_for_model` turns the bytes into the uint8 3 x H x W RGB array the model bundle takes:
+  EXIF orientation applied, first frame of an animation, transparency flattened onto white,
+  16-bit / palette / greyscale / CMYK converted to 8-bit RGB, centre-cropped to the target aspect
+  ratio and resized with a bicubic filter.
+* `make_thumbnail` re-encodes a small JPEG with the same orientation and alpha handling. Because
+  it is re-encoded from decoded pixels, nothing a polyglot file carries besides its pixels (an
+  appended zip, HTML in a comment) survives into the thumbnail.
+
+Every failure is an `ImageRejected` whose message a person can act on. This module imports no
+Django.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # 10 MB
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: a 6000 x 4000 (24 MP) photo passes
+THUMBNAIL_QUALITY = 85
+
+# Pillow format name -> (canonical extension, MIME type). MPO is what Pillow calls the
+# multi-picture JPEGs many phone cameras write; they are JPEG files.
+FORMATS: dict[str, tuple[str, str]] = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "MPO": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+    "WEBP": ("webp", "image/webp"),
+    "GIF": ("gif", "image/gif"),
+    "BMP": ("bmp", "image/bmp"),
+    "TIFF": ("tiff", "image/tiff"),
+}
+# Only these plugins are ever asked to parse the bytes (MPO is reached through the JPEG plugin).
+_PIL_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+MSG_EMPTY = "The file is empty."
+MSG_NOT_IMAGE = "The file is not an image we can read (expected JPEG, PNG, WebP, GIF, BMP or TIFF)."
+MSG_CORRUPT = "The image file is truncated or corrupt."
+
+_MB = 1024 * 1024
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an image we accept; ``str(exc)`` says why, for the person who sent it."""
+
+
+@dataclass
+class ImageInfo:
+    format: str  # canonical extension: jpg, png, webp, gif, bmp, tiff
+    width: int  # as displayed, i.e. after EXIF orientation
+    height: int
+    mime: str
+    frames: int = 1
+
+
+# ----------------------------------------------------------------------------- opening safely
+@contextmanager
+def _bomb_guard() -> Iterator[None]:
+    """Turn Pillow's DecompressionBombWarning into an error, here only.
+
+    Our own ``max_pixels`` check (below Pillow's threshold by default) is the real limit; this is
+    a second line for callers that raise ``max_pixels`` above Pillow's. ``catch_warnings`` is not
+    thread-safe, which is why it is not the only check.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _human_size(n: int) -> str:
+    text = f"{n / _MB:.1f}".removesuffix(".0")
+    return f"{text} MB"
+
+
+def _megapixels(n: float) -> str:
+    return f"{n / 1e6:.1f}".removesuffix(".0")
+
+
+def _bomb_message(exc: Exception, max_pixels: int) -> str:
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f"{_megapixels(int(match.group(1)))} megapixels" if match else "too many pixels"
+    return f"The image declares {declared}; the limit is {_megapixels(max_pixels)} megapixels."
+
+
+def _check_bytes(data: bytes, max_bytes: int | None) -> None:
+    if not data:
+        raise ImageRejected(MSG_EMPTY)
+    if max_bytes is not None and len(data) > max_bytes:
+        size, limit = _human_size(len(data)), _human_size(max_bytes)
+        if size == limit:  # 10.0x MB would read "10 MB; the limit is 10 MB"
+            size, limit = f"{len(data):,} bytes", f"{max_bytes:,} bytes"
+        raise ImageRejected(f"The file is {size}; the limit is {limit}.")
+
+
+def _open(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Parse the header only, and refuse unknown formats and too many pixels."""
+    try:
+        with _bomb_guard():
+            im = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(_bomb_message(exc, max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(MSG_NOT_IMAGE) from exc
+    except Exception as exc:  # a plugin choking on a malformed header
+        raise ImageRejected(MSG_CORRUPT) from exc
+    if im.format not in FORMATS:
+        raise ImageRejected(MSG_NOT_IMAGE)
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise ImageRejected(MSG_CORRUPT)
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"The image is {width}×{height} pixels ({_megapixels(width * height)} megapixels); "
+            f"the limit is {_megapixels(max_pixels)} megapixels."
+        )
+    return im
+
+
+def _draft(im: Image.Image, size: tuple[int, int]) -> None:
+    """For JPEG, let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is still >= size.
+
+    The scaled decode still reads every byte of the entropy-coded data, so a truncated file is
+    still caught; it only skips most of the inverse DCT work.
+    """
+    if im.format in ("JPEG", "MPO"):
+        im.draft(None, size)
+
+
+def _load(im: Image.Image, max_pixels: int) -> None:
+    """Decode the pixels of the current frame; any decoder failure means a bad file."""
+    try:
+        with _bomb_guard():
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(_bomb_message(exc, max_pixels)) from exc
+    except Exception as exc:  # OSError "truncated", SyntaxError, struct.error, EOFError, ...
+        raise ImageRejected(MSG_CORRUPT) from exc
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a malformed EXIF block is not a reason to refuse the pixels
+        return 1
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    try:
+        transposed = ImageOps.exif_transpose(im)
+    except Exception:  # malformed EXIF: keep the stored orientation
+        return im
+    return transposed if transposed is not None else im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB; transparency is composited over white."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return Image.fromarray(_high_depth_to_uint8(np.asarray(im), mode), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        flat.alpha_composite(rgba)
+        return flat.convert("RGB")
+    try:
+        return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+    except (ValueError, OSError) as exc:
+        raise ImageRejected(f"The image uses a colour mode ({mode}) we cannot convert to RGB.") from exc
+
+
+def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit integer or float greyscale -> uint8, scaled rather than clipped."""
+    values = arr.astype(np.float64)
+    if mode.startswith("I;16"):
+        scaled = values / 257.0  # 65535 -> 255
+    elif mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535:
+        # Pillow uses "I" for 16-bit data from some decoders; 8-bit data in "I" stays as is.
+        scaled = values / 257.0 if values.max() > 255 else values
+    elif mode == "F" and values.size and values.min() >= 0 and values.max() <= 1.0:
+        scaled = values * 255.0
+    else:  # arbitrary range: stretch to 0-255
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        scaled = (np.nan_to_num(values, nan=lo) - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _decoded_rgb(data: bytes, *, draft_to: tuple[int, int], max_pixels: int, max_bytes: int | None) -> Image.Image:
+    """The first frame, decoded, upright, flattened on white, as 8-bit RGB."""
+    _check_bytes(data, max_bytes)
+    im = _open(data, max_pixels=max_pixels)
+    _draft(im, draft_to)
+    _load(im, max_pixels)
+    im = _exif_transpose(im)
+    return _to_rgb(im)
+
+
+# ----------------------------------------------------------------------------- public API
+def inspect_upload(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageInfo:
+    """The upload-time check: size, sniffed format, pixel count, and one full decode.
+
+    Raises `ImageRejected` for an empty file, a file over ``max_bytes`` (checked before any
+    parsing), anything that is not JPEG/PNG/WebP/GIF/BMP/TIFF by content, an image over
+    ``max_pixels`` (checked from the header, before decoding), and a truncated or corrupt file.
+    Returns the canonical format, MIME type, displayed size and frame count.
+    """
+    _check_bytes(data, max_bytes)
+    im = _open(data, max_pixels=max_pixels)
+    fmt, mime = FORMATS[im.format]
+    width, height = im.size
+    if _orientation(im) in (5, 6, 7, 8):  # rotated by 90 degrees when displayed
+        width, height = height, width
+    # Decode at reduced JPEG scale: every byte of the stream is still read (see _draft).
+    _draft(im, (512, 512))
+    _load(im, max_pixels)
+    try:
+        frames = int(getattr(im, "n_frames", 1))
+    except Exception:  # a broken later frame; only the first one is ever used
+        frames = 1
+    return ImageInfo(format=fmt, width=width, height=height, mime=mime, frames=frames)
+
+
+def decode_for_model(
+    data: bytes, size: tuple[int, int] = (32, 32), *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Bytes -> uint8 array 3 x H x W (RGB) for the model; ``size`` is (H, W) like a manifest's input_size.
+
+    The image is centre-cropped to the target aspect ratio (CIFAR images are square and framed on
+    the object) and resized with a bicubic filter; large images are first reduced by whole
+    factors (``reducing_gap``), and JPEGs are decoded at reduced scale, which is much faster and
+    loses nothing at 32 x 32.
+    """
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive (H, W), got {size}")
+    side = 2 * max(height, width)
+    im = _decoded_rgb(data, draft_to=(side, side), max_pixels=max_pixels, max_bytes=None)
+    src_w, src_h = im.size
+    if src_w * height > src_h * width:  # wider than the target: crop the sides
+        crop_w = src_h * width / height
+        box = ((src_w - crop_w) / 2, 0.0, (src_w + crop_w) / 2, float(src_h))
+    else:
+        crop_h = src_w * height / width
+        box = (0.0, (src_h - crop_h) / 2, float(src_w), (src_h + crop_h) / 2)
+    resized = im.resize((width, height), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    arr = np.asarray(resized, dtype=np.uint8)  # H x W x 3
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def make_thumbnail(data: bytes, size: int = 128, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """A JPEG no larger than ``size`` x ``size``, aspect kept, upright, alpha flattened on white.
+
+    Re-encoded from pixels with no metadata (no EXIF, so no GPS position either).
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    im = _decoded_rgb(data, draft_to=(2 * size, 2 * size), max_pixels=max_pixels, max_bytes=None)
+    im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    return out.getvalue()

@@ -1,0 +1,189 @@
+"""Running a model bundle in a worker process: lazy loading, batching, top-k, one copy per process.
+
+    predictor = get_predictor(settings.MODEL_BUNDLE)      # cheap: reads nothing yet
+    predictor.version                                     # reads manifest.json only
+    predictor.predict([decode_for_model(data)], top_k=5)  # loads the module on first use
+
+Nothing here touches CUDA until the first `predict` (or an explicit `load` or `.device`), so a
+Celery parent process that imports this module and then forks its pool stays CUDA-free. After a
+fork, the child forgets every predictor it inherited (`os.register_at_fork`) and loads its own.
+``WORKER_TORCH_THREADS`` (environment) sets torch's intra-op thread count in the process that
+loads a model; unset, torch's default is kept. This module imports no Django.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bundle, read_manifest
+
+DEFAULT_MAX_BATCH = 256
+THREADS_ENV = "WORKER_TORCH_THREADS"
+
+Prediction = list[tuple[str, float]]
+
+
+def configure_threads() -> int:
+    """Apply WORKER_TORCH_THREADS if set; return the thread count torch now uses."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+class Predictor:
+    """One model bundle, loaded on first use, predicting top-k labels for decoded images."""
+
+    def __init__(self, bundle_dir: str | Path, device: str | None = None, *, max_batch: int = DEFAULT_MAX_BATCH):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        self.bundle_dir = Path(bundle_dir)
+        self.max_batch = max_batch
+        self._requested_device = device
+        self._device: torch.device | None = None
+        self._manifest: Manifest | None = None
+        self._bundle: LoadedBundle | None = None
+        self._lock = threading.Lock()
+        _live_predictors.add(self)
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        return f"Predictor({str(self.bundle_dir)!r}, device={self._requested_device!r}, {state})"
+
+    # ------------------------------------------------------------------ metadata (no torch work)
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            if not self.bundle_dir.is_dir():
+                raise BundleError(f"model bundle {self.bundle_dir} does not exist or is not a folder")
+            self._manifest = read_manifest(self.bundle_dir)
+        return self._manifest
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest.classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        height, width = self.manifest.input_size
+        return int(height), int(width)
+
+    @property
+    def device(self) -> torch.device:
+        """The requested device, else CUDA when available, else CPU; decided on first access."""
+        if self._device is None:
+            if self._requested_device is not None:
+                self._device = torch.device(self._requested_device)
+            else:
+                self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return self._device
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def loaded(self) -> bool:
+        return self._bundle is not None
+
+    def load(self) -> LoadedBundle:
+        """Load (once) and return the bundle: checksum checked, module on `device`, in eval mode."""
+        if self._bundle is None:
+            with self._lock:
+                if self._bundle is None:
+                    configure_threads()
+                    bundle = load_bundle(self.bundle_dir, self.device)
+                    self._manifest = bundle.manifest
+                    self._bundle = bundle
+        return self._bundle
+
+    def _forget(self) -> None:
+        """Drop everything loaded (after a fork: the parent's module and device are not ours)."""
+        self._bundle = None
+        self._device = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ prediction
+    def predict_probs(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 3 x H x W -> float32 N x C probabilities on the CPU, in chunks of max_batch."""
+        bundle = self.load()
+        expected = self.input_size
+        if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a uint8 tensor N x 3 x H x W, got {batch.dtype} {tuple(batch.shape)}")
+        if tuple(batch.shape[2:]) != expected:
+            raise ValueError(f"images are {tuple(batch.shape[2:])} (H, W); this bundle takes {expected}")
+        if batch.shape[0] == 0:
+            return torch.zeros(0, len(self.classes))
+        chunks = [bundle.predict(chunk) for chunk in torch.split(batch, self.max_batch)]
+        return torch.cat(chunks)
+
+    def predict(self, images: list[np.ndarray], top_k: int = 5) -> list[Prediction]:
+        """Top-k (label, probability) per image, most probable first.
+
+        ``images`` are uint8 arrays 3 x H x W (RGB) as `decode_for_model` returns them.
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be positive, got {top_k}")
+        if len(images) == 0:
+            return []
+        for i, image in enumerate(images):
+            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+                desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+                raise ValueError(f"image {i}: expected a uint8 array 3 x H x W, got {desc}")
+        batch = torch.from_numpy(np.stack(images))
+        probs = self.predict_probs(batch)
+        k = min(top_k, probs.shape[1])
+        values, indices = torch.topk(probs, k, dim=1)  # sorted, largest first
+        classes = self.classes
+        return [
+            [(classes[j], float(p)) for p, j in zip(row_p.tolist(), row_i.tolist(), strict=True)]
+            for row_p, row_i in zip(values, indices, strict=True)
+        ]
+
+
+# ----------------------------------------------------------------------------- one per process
+_cache: dict[tuple[Path, str | None], Predictor] = {}
+_cache_lock = threading.Lock()
+_live_predictors: weakref.WeakSet[Predictor] = weakref.WeakSet()
+
+
+def get_predictor(bundle_dir: str | Path, device: str | None = None) -> Predictor:
+    """The process-wide Predictor for (bundle, device); created lazily, loaded on first predict."""
+    key = (Path(bundle_dir).expanduser().resolve(), device)
+    with _cache_lock:
+        predictor = _cache.get(key)
+        if predictor is None:
+            predictor = _cache[key] = Predictor(key[0], device)
+    return predictor
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _after_fork_in_child() -> None:
+    # The child must not use the parent's CUDA context or its module copy; locks held by
+    # parent threads at fork time would never be released in the child, so renew them too.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+    _cache.clear()
+    for predictor in list(_live_predictors):
+        predictor._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
