@@ -113,12 +113,16 @@ def _decode_all(paths: list[Path], size: int, workers: int) -> np.ndarray:
 
 
 def load_image_folder(
-    root: str | Path, size: int = 32, cache_dir: str | Path | None = DEFAULT_CACHE_DIR, workers: int = 0
+    root: str | Path, size: int = 32, cache_dir: str | Path | bool | None = True, workers: int = 0
 ) -> ArrayDataset:
     """Load ``root/<class>/<image>``; classes are the sorted folder names.
 
-    ``workers``: decoding processes on a cache miss (0 = one per CPU core; 1 = in this process).
+    ``cache_dir``: True = ``DEFAULT_CACHE_DIR`` (``.cache/ml``, or ``$ML_CACHE_DIR``); a path; or
+    None/False for no cache. ``workers``: decoding processes on a cache miss (0 = one per CPU core;
+    1 = in this process).
     """
+    if cache_dir is True:
+        cache_dir = DEFAULT_CACHE_DIR
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
@@ -388,7 +392,7 @@ def load_source(
     label_mode: str = "fine",
     classes: str | Sequence[str] | None = None,
     superclass: str | Sequence[str] | None = None,
-    cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+    cache_dir: str | Path | bool | None = True,
     expected_md5: str | None = None,
 ) -> ArrayDataset:
     """Load a data source named by a path (or "cifar10" / "cifar100" for the download folder):

@@ -1,0 +1,70 @@
+"""Shared fixtures for the ml tests (data generators in tests/ml/fakedata.py).
+
+- ``image_folder`` (fresh per test) / ``shared_image_folder`` (per session): a 4-class x 20-image PNG tree.
+- ``make_cifar(kind, archive=..., per_class_train=..., per_class_test=..., seed=...)``: writes a
+  small official-format CIFAR-10/100 archive or folder under tmp_path and returns its path;
+  ``cifar10_archive``, ``cifar100_archive``, ``cifar10_dir``, ``cifar100_dir``: ready-made ones
+  (4 train and 2 test images per class). The md5 of a generated archive is ``md5_of(path)``.
+- ``ml_cache``: a private decode cache so tests never touch the project's .cache/ml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.ml.fakedata import write_cifar, write_image_folder
+
+
+@pytest.fixture
+def make_cifar(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(1000))
+
+    def make(kind: str = "cifar10", **kwargs) -> Path:
+        return write_cifar(tmp_path / f"cifar-{next(counter)}", kind, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("c10a"), "cifar10", archive=True)
+
+
+@pytest.fixture(scope="session")
+def cifar100_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("c100a"), "cifar100", archive=True)
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("c10d"), "cifar10", archive=False)
+
+
+@pytest.fixture(scope="session")
+def cifar100_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("c100d"), "cifar100", archive=False)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A fresh 4-class x 20-image PNG tree (function scope: tests may modify it)."""
+    return write_image_folder(tmp_path / "folder")
+
+
+@pytest.fixture(scope="session")
+def shared_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tree, once per session, for tests that only read it."""
+    return write_image_folder(tmp_path_factory.mktemp("shared") / "folder")
+
+
+@pytest.fixture
+def ml_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private decode cache, so tests never read or write the project's .cache/ml."""
+    import ml.data
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(ml.data, "DEFAULT_CACHE_DIR", cache)
+    return cache
