@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError as DjangoValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -26,7 +27,9 @@ logger = logging.getLogger(__name__)
 class ApplicationError(Exception):
     """A domain error with a message for people; ``extra`` carries machine-readable details."""
 
-    def __init__(self, message: str, extra: dict[str, Any] | None = None, *, code: str = "invalid", status_code: int = 400):
+    def __init__(
+        self, message: str, extra: dict[str, Any] | None = None, *, code: str = "invalid", status_code: int = 400
+    ):
         super().__init__(message)
         self.message = message
         self.extra = extra or {}
@@ -99,7 +102,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         details: dict[str, Any] = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             details["retry_after_seconds"] = int(exc.wait)
-        response.data = error_body(str(code), str(detail) if not isinstance(detail, dict | list) else str(exc.default_detail), details)
+        response.data = error_body(
+            str(code), str(detail) if not isinstance(detail, dict | list) else str(exc.default_detail), details
+        )
     return response
 
 

@@ -81,7 +81,7 @@ def classification_create(*, owner, upload: UploadedFile) -> Classification:
     data = _read_upload(upload)
     try:
         info = inspect_upload(data, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS)
-        thumbnail = make_thumbnail(data, settings.THUMBNAIL_SIZE)
+        thumbnail = make_thumbnail(data, settings.THUMBNAIL_SIZE, max_pixels=settings.MAX_IMAGE_PIXELS)
     except ImageRejected as exc:
         raise ApplicationError(str(exc), code="invalid_image") from exc
 
@@ -223,13 +223,15 @@ def classification_process(*, classification_id: uuid.UUID | str) -> Classificat
         return classification_fail(
             classification_id=classification_id, message="The uploaded image is missing from storage."
         )
+    predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
     try:
-        array = decode_for_model(data)
+        array = decode_for_model(data, predictor.input_size, max_pixels=settings.MAX_IMAGE_PIXELS)
     except ImageRejected as exc:
         return classification_fail(classification_id=classification_id, message=f"The image could not be read: {exc}")
-    predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
     [top] = predictor.predict([array], top_k=settings.PREDICTION_TOP_K)
-    return classification_complete(classification_id=classification_id, predictions=top, model_version=predictor.version)
+    return classification_complete(
+        classification_id=classification_id, predictions=top, model_version=predictor.version
+    )
 
 
 @transaction.atomic

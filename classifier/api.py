@@ -1,0 +1,202 @@
+"""REST API (DRF) under /api/v1/. Each method has its own small input and output serializers;
+views call services and selectors and hold no business logic.
+
+The collection URL carries two operations (GET list, POST create) and the item URL two (GET,
+DELETE), as REST clients expect; each operation is one method with its own serializers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from classifier import selectors, services
+from classifier.errors import ApplicationError
+from classifier.models import Classification
+
+ERROR_RESPONSE = inline_serializer(
+    "Error",
+    fields={
+        "error": inline_serializer(
+            "ErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(),
+            },
+        )
+    },
+)
+
+
+class WaitInputSerializer(serializers.Serializer):
+    wait = serializers.FloatField(
+        required=False,
+        min_value=0,
+        help_text="Seconds to wait for the job to finish before answering (capped by API_MAX_WAIT_SECONDS).",
+    )
+
+
+class PredictionSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    probability = serializers.FloatField()
+
+
+class ClassificationOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=Classification.Status.choices)
+    original_filename = serializers.CharField()
+    image_format = serializers.CharField()
+    image_width = serializers.IntegerField(allow_null=True)
+    image_height = serializers.IntegerField(allow_null=True)
+    predictions = PredictionSerializer(many=True)
+    top_label = serializers.CharField()
+    top_probability = serializers.FloatField(allow_null=True)
+    model_version = serializers.CharField()
+    error = serializers.CharField()
+    attempts = serializers.IntegerField()
+    queued_at = serializers.DateTimeField(source="created_at")
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_url(self, obj: Classification) -> str:
+        path = reverse("api:classification-detail", kwargs={"classification_id": obj.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+def _wait_for(classification: Classification, wait: float | None) -> Classification:
+    """Poll the row until it is finished or ``wait`` (capped by the setting) has passed."""
+    if not wait:
+        return classification
+    deadline = time.monotonic() + min(wait, settings.API_MAX_WAIT_SECONDS)
+    while classification.status not in services.FINISHED and time.monotonic() < deadline:
+        time.sleep(settings.API_WAIT_POLL_SECONDS)
+        classification.refresh_from_db()
+    return classification
+
+
+class ClassificationCollectionApi(APIView):
+    """GET: the caller's classifications (paginated, newest first). POST: upload an image."""
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Classification.Status.choices, required=False)
+        label = serializers.CharField(required=False, max_length=64)
+
+    class CreateInputSerializer(serializers.Serializer):
+        image = serializers.FileField(allow_empty_file=True, use_url=False)
+
+    class Pagination(PageNumberPagination):
+        page_size_query_param = "page_size"
+        max_page_size = 100
+
+    def get_throttles(self):
+        if self.request.method == "POST":
+            self.throttle_scope = "classification_create"
+            return [ScopedRateThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(
+        operation_id="classifications_list",
+        parameters=[FilterSerializer],
+        responses={200: ClassificationOutputSerializer(many=True), 400: ERROR_RESPONSE, 401: ERROR_RESPONSE},
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = selectors.classification_list(user=request.user, filters=filters.validated_data)
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        data = ClassificationOutputSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+    @extend_schema(
+        operation_id="classifications_create",
+        request={"multipart/form-data": CreateInputSerializer},
+        parameters=[WaitInputSerializer],
+        responses={
+            202: ClassificationOutputSerializer,
+            400: OpenApiResponse(ERROR_RESPONSE, description="Not an image we accept (message says why)"),
+            401: ERROR_RESPONSE,
+            413: ERROR_RESPONSE,
+            429: ERROR_RESPONSE,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        wait = WaitInputSerializer(data=request.query_params)
+        wait.is_valid(raise_exception=True)
+        serializer = self.CreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        classification = services.classification_create(owner=request.user, upload=serializer.validated_data["image"])
+        classification = _wait_for(classification, wait.validated_data.get("wait"))
+        data = ClassificationOutputSerializer(classification, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+
+
+class ClassificationItemApi(APIView):
+    """GET: one of the caller's classifications (optionally waiting for it). DELETE: remove it."""
+
+    @extend_schema(
+        operation_id="classifications_retrieve",
+        parameters=[WaitInputSerializer],
+        responses={200: ClassificationOutputSerializer, 401: ERROR_RESPONSE, 404: ERROR_RESPONSE},
+    )
+    def get(self, request: Request, classification_id: str) -> Response:
+        wait = WaitInputSerializer(data=request.query_params)
+        wait.is_valid(raise_exception=True)
+        classification = selectors.classification_get(user=request.user, id=classification_id)
+        classification = _wait_for(classification, wait.validated_data.get("wait"))
+        return Response(ClassificationOutputSerializer(classification, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="classifications_destroy",
+        responses={204: None, 401: ERROR_RESPONSE, 404: ERROR_RESPONSE},
+    )
+    def delete(self, request: Request, classification_id: str) -> Response:
+        classification = selectors.classification_get(user=request.user, id=classification_id)
+        services.classification_delete(classification=classification)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenObtainApi(APIView):
+    """POST username and password, get the API token (created on first use)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token_obtain"
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        request=InputSerializer,
+        responses={200: OutputSerializer, 400: ERROR_RESPONSE, 429: ERROR_RESPONSE},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, **serializer.validated_data)
+        if user is None or not user.is_active:
+            raise ApplicationError("Unable to log in with these credentials.", code="invalid_credentials")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response(self.OutputSerializer({"token": token.key}).data)

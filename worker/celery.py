@@ -1,0 +1,15 @@
+"""The Celery app: ``celery -A worker worker``. Configured from Django settings (CELERY_* names).
+
+The model is not loaded here: each pool process loads it lazily on its first task
+(worker.runtime.predictor.get_predictor), so the prefork parent never touches CUDA.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
+
+app = Celery("worker")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["worker"])  # worker.tasks; classifier has no tasks of its own

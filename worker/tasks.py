@@ -1,0 +1,66 @@
+"""Celery tasks: take an id, call a service. No business logic here (classifier/services.py has it)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from classifier import services
+from worker.celery import app
+
+logger = logging.getLogger(__name__)
+
+# Errors worth retrying: the database went away for a moment (restart, failover, network).
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+class ClassifyTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """The failure hook: whatever went wrong ends the job as failed with a readable reason,
+        so a bad job never loops. Retries of transient errors do not come here."""
+        classification_id = kwargs.get("classification_id") or (args[0] if args else None)
+        if classification_id is None:
+            return
+        if isinstance(exc, SoftTimeLimitExceeded):
+            message = "Classification took too long and was stopped."
+        elif isinstance(exc, TRANSIENT_ERRORS):
+            message = "The database was unavailable for too long; please upload the image again."
+        else:
+            message = "An internal error stopped the classification; the operators have been notified."
+        logger.error("classification %s failed: %r", classification_id, exc)
+        try:
+            services.classification_fail(classification_id=classification_id, message=message)
+        except Exception:  # the database may be what failed; the sweeper finishes the job later
+            logger.exception("could not record the failure of classification %s", classification_id)
+
+
+@app.task(
+    bind=True,
+    base=ClassifyTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.CLASSIFY_SOFT_TIME_LIMIT,
+    time_limit=settings.CLASSIFY_TIME_LIMIT,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+)
+def classify(self, classification_id: str) -> str | None:
+    """Classify one uploaded image. Safe to run twice: a finished job is left as it is."""
+    classification = services.classification_process(classification_id=classification_id)
+    return classification.status if classification is not None else None
+
+
+@app.task(acks_late=True, soft_time_limit=60, time_limit=90)
+def requeue_stuck() -> dict[str, int]:
+    """Periodic (celery beat): re-queue jobs stuck in queued/running; fail those out of attempts."""
+    counts = services.classifications_requeue_stuck()
+    if any(counts.values()):
+        logger.warning("requeue_stuck: %s", counts)
+    return counts
