@@ -1,0 +1,93 @@
+"""HTML forms. They only collect input; checking an image's bytes is the service's job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
+from django.core.files.uploadedfile import UploadedFile
+
+from classifier.models import Classification
+
+# What the file picker offers. The service decides from the decoded bytes, not from these.
+ACCEPTED_TYPES = ",".join(
+    [
+        "image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
+        ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+    ]
+)
+
+
+def max_files_per_upload() -> int:
+    # Django itself refuses requests with more files than this (TooManyFilesSent -> 400).
+    return int(getattr(settings, "DATA_UPLOAD_MAX_NUMBER_FILES", None) or 20)
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    # Django 5 refuses `multiple` on a plain FileInput unless the widget says it can carry a list.
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """A file field whose cleaned value is the list of uploaded files.
+
+    Per-file problems (empty, not an image, too large) are not raised here: the view hands every
+    file to `classification_create`, which refuses bad ones one by one, so good files survive.
+    """
+
+    widget = MultipleFileInput
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"multiple": True, "accept": ACCEPTED_TYPES}))
+        super().__init__(**kwargs)
+
+    def to_python(self, data: Any) -> list[UploadedFile]:
+        if not data:
+            return []
+        files = list(data) if isinstance(data, list | tuple) else [data]
+        return [f for f in files if isinstance(f, UploadedFile)]
+
+    def validate(self, value: list[UploadedFile]) -> None:
+        if not value and self.required:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
+
+    def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:
+        files = self.to_python(data)
+        self.validate(files)
+        limit = max_files_per_upload()
+        if len(files) > limit:
+            raise forms.ValidationError(
+                f"You selected {len(files)} files; upload at most {limit} at a time.", code="too_many"
+            )
+        return files
+
+
+class UploadForm(forms.Form):
+    images = MultipleImageField(
+        label="Images",
+        help_text="JPEG, PNG, WebP, GIF, BMP or TIFF. You can select several files.",
+        error_messages={"required": "Choose at least one image to classify."},
+    )
+
+
+class HistoryFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any status"), *Classification.Status.choices], label="Status"
+    )
+    label = forms.CharField(required=False, max_length=64, label="Top class")
+
+    def filters(self) -> dict[str, str]:
+        """The filters for `classification_list`; empty values mean 'no filter'."""
+        if not self.is_valid():
+            return {}
+        return {k: v.strip() for k, v in self.cleaned_data.items() if v and v.strip()}
+
+
+class SignUpForm(UserCreationForm):
+    # UserCreationForm runs AUTH_PASSWORD_VALIDATORS on the password.
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username",)

@@ -1,0 +1,115 @@
+// Result page: poll the JSON API (session auth) until the job is done or failed, and redraw the
+// status, the top-5 bars and the timings. The server-rendered page is the no-JS fallback.
+(function () {
+  "use strict";
+
+  var FINISHED = { done: true, failed: true };
+  var LABELS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed" };
+  var MIN_DELAY = 700;
+  var MAX_DELAY = 4000;
+
+  function $(id) { return document.getElementById(id); }
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function formatTime(iso) {
+    if (!iso) return "—";
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return "—";
+    return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
+      pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) + " UTC";
+  }
+
+  function seconds(fromIso, toIso) {
+    if (!fromIso || !toIso) return "—";
+    var ms = new Date(toIso).getTime() - new Date(fromIso).getTime();
+    return isNaN(ms) ? "—" : (ms / 1000).toFixed(2) + " s";
+  }
+
+  function setTime(id, iso) {
+    var el = $(id);
+    if (!el) return;
+    el.textContent = formatTime(iso);
+    el.setAttribute("datetime", iso || "");
+  }
+
+  function renderPredictions(predictions) {
+    var list = $("predictions");
+    if (!list) return;
+    list.textContent = "";
+    (predictions || []).slice(0, 5).forEach(function (p) {
+      var item = document.createElement("li");
+      item.className = "prediction";
+      var label = document.createElement("span");
+      label.className = "prediction-label";
+      label.textContent = p.label;
+      var bar = document.createElement("progress");
+      bar.className = "prediction-bar";
+      bar.max = 1;
+      bar.value = p.probability;
+      bar.setAttribute("aria-label", p.label + " probability");
+      var value = document.createElement("span");
+      value.className = "prediction-value";
+      value.textContent = (p.probability * 100).toFixed(1) + "%";
+      item.appendChild(label);
+      item.appendChild(bar);
+      item.appendChild(value);
+      list.appendChild(item);
+    });
+  }
+
+  function timings(data) {
+    return { queued: data.queued_at, started: data.started_at, finished: data.finished_at };
+  }
+
+  function render(root, data) {
+    var status = data.status;
+    root.setAttribute("data-status", status);
+    var badge = $("status");
+    badge.textContent = LABELS[status] || status;
+    badge.className = "status status-" + status;
+
+    var pending = $("pending");
+    pending.classList.toggle("hidden", !!FINISHED[status]);
+    $("pending-text").textContent = status === "running" ? "Classifying…" : "Waiting in the queue…";
+
+    $("error").classList.toggle("hidden", status !== "failed");
+    $("error-text").textContent = data.error || "";
+
+    renderPredictions(data.predictions);
+    $("model-version").textContent = data.model_version || "—";
+    var t = timings(data);
+    setTime("created-at", t.queued);
+    setTime("started-at", t.started);
+    setTime("finished-at", t.finished);
+    $("wait-time").textContent = seconds(t.queued, t.started);
+    $("run-time").textContent = seconds(t.started, t.finished);
+  }
+
+  function poll(root, url, delay) {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        render(root, data);
+        if (!FINISHED[data.status]) {
+          window.setTimeout(function () { poll(root, url, MIN_DELAY); }, MIN_DELAY);
+        }
+      })
+      .catch(function () {
+        // Network hiccup or server restart: back off, keep trying.
+        var next = Math.min(delay * 2, MAX_DELAY);
+        window.setTimeout(function () { poll(root, url, next); }, next);
+      });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var root = $("result");
+    if (!root) return;
+    var status = root.getAttribute("data-status");
+    if (FINISHED[status]) return;
+    window.setTimeout(function () { poll(root, root.getAttribute("data-api-url"), MIN_DELAY); }, 300);
+  });
+})();
