@@ -15,8 +15,20 @@ from classifier.models import Classification
 # What the file picker offers. The service decides from the decoded bytes, not from these.
 ACCEPTED_TYPES = ",".join(
     [
-        "image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
-        ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
     ]
 )
 

@@ -25,7 +25,9 @@ PASSWORD = "correct-horse-battery-staple-42"
 # --- helpers and fixtures ------------------------------------------------------------------
 
 
-def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def image_bytes(
+    fmt: str = "PNG", size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
     buffer = io.BytesIO()
     mode = "RGB"
     Image.new(mode, size, color).save(buffer, format=fmt)
@@ -188,9 +190,7 @@ def test_upload_page_has_a_multiple_file_input(alice_client):
 
 
 def test_upload_one_image_redirects_to_its_result(alice_client, alice):
-    response = alice_client.post(
-        reverse("classifier:upload"), {"images": upload_file("cat.png", image_bytes("PNG"))}
-    )
+    response = alice_client.post(reverse("classifier:upload"), {"images": upload_file("cat.png", image_bytes("PNG"))})
     classification = Classification.objects.get(owner=alice)
     assert response.status_code == 302
     assert response["Location"] == reverse("classifier:result", kwargs={"id": classification.id})
@@ -198,7 +198,9 @@ def test_upload_one_image_redirects_to_its_result(alice_client, alice):
     assert classification.status == Classification.Status.QUEUED
 
 
-@pytest.mark.parametrize("fmt, ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"), ("BMP", "bmp"), ("TIFF", "tiff")])
+@pytest.mark.parametrize(
+    "fmt, ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"), ("BMP", "bmp"), ("TIFF", "tiff")]
+)
 def test_upload_accepts_every_supported_format(alice_client, alice, fmt, ext):
     response = alice_client.post(reverse("classifier:upload"), {"images": upload_file(f"x.{ext}", image_bytes(fmt))})
     assert response.status_code == 302
@@ -296,10 +298,20 @@ def test_result_page_of_a_queued_job_polls_the_api_and_has_a_no_js_fallback(alic
 
 def test_result_page_shows_top_five_bars_model_and_timings(alice_client, alice):
     now = timezone.now()
-    predictions = [{"label": label, "probability": p} for label, p in
-                   [("cat", 0.61), ("dog", 0.2), ("frog", 0.1), ("deer", 0.05), ("bird", 0.03), ("ship", 0.01)]]
-    row = make_row(alice, status="done", predictions=predictions, top_label="cat", top_probability=0.61,
-                   model_version="tiny-v1", started_at=now + timedelta(seconds=1), finished_at=now + timedelta(seconds=3))
+    predictions = [
+        {"label": label, "probability": p}
+        for label, p in [("cat", 0.61), ("dog", 0.2), ("frog", 0.1), ("deer", 0.05), ("bird", 0.03), ("ship", 0.01)]
+    ]
+    row = make_row(
+        alice,
+        status="done",
+        predictions=predictions,
+        top_label="cat",
+        top_probability=0.61,
+        model_version="tiny-v1",
+        started_at=now + timedelta(seconds=1),
+        finished_at=now + timedelta(seconds=3),
+    )
     html = alice_client.get(reverse("classifier:result", kwargs={"id": row.id})).content.decode()
     assert html.count('class="prediction-bar"') == 5
     assert "ship" not in html  # only the top five
@@ -400,7 +412,9 @@ def test_delete_removes_own_row_and_files(alice_client, alice, media_root, djang
 
 def test_delete_follows_a_local_next_only(alice_client, alice):
     row = make_row(alice)
-    response = alice_client.post(reverse("classifier:delete", kwargs={"id": row.id}), {"next": "/classifications/?page=2"})
+    response = alice_client.post(
+        reverse("classifier:delete", kwargs={"id": row.id}), {"next": "/classifications/?page=2"}
+    )
     assert response["Location"] == "/classifications/?page=2"
     row = make_row(alice)
     response = alice_client.post(reverse("classifier:delete", kwargs={"id": row.id}), {"next": "https://evil.example/"})
