@@ -99,7 +99,6 @@ def classification_create(*, owner, upload: UploadedFile) -> Classification:
     classification.image.save(f"image.{info.format}", ContentFile(data), save=False)
     try:
         classification.thumbnail.save("thumbnail.jpg", ContentFile(thumbnail), save=False)
-        classification.full_clean(exclude=["image", "thumbnail", "owner"])
         classification.save(force_insert=True)
     except BaseException:
         _delete_files(classification)

@@ -4,6 +4,9 @@ Tasks run eagerly in unit tests even when CELERY_BROKER_URL is set, so a unit te
 worker; the end-to-end tests start a real worker with CELERY_TASK_ALWAYS_EAGER=false.
 """
 
+import tempfile
+from pathlib import Path
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -18,3 +21,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # Test-only hook: the worker sleeps this long after marking a job running, so the end-to-end
 # tests can kill it "during a task". Read only by classifier.services, and only defined here.
 WORKER_TEST_DELAY_SECONDS = env.float("WORKER_TEST_DELAY_SECONDS", default=0.0)
+
+# Uploads from tests never land in the project's media/ folder; tests that look at files use the
+# media_root fixture (a fresh folder per test). The e2e tests pass MEDIA_ROOT on to the worker.
+MEDIA_ROOT = env("MEDIA_ROOT", default=str(Path(tempfile.gettempdir()) / "cifar-classifier-test-media"))

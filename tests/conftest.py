@@ -1,0 +1,113 @@
+"""Fixtures shared by every test folder.
+
+* ``tiny_bundle`` (session): a real TorchScript model bundle made with ml.export.export_bundle from
+  a random-init ResNet-20 at width 0.25 (about 17k parameters; exported in a few seconds).
+  When Django is configured it also points ``settings.MODEL_BUNDLE`` at it for the session.
+* ``image_bytes``: encode a small real image in any accepted format.
+* ``media_root``: a fresh MEDIA_ROOT for one test (files written by services land there).
+
+Nothing here imports Django at module level, so ``pytest -p no:django tests/ml`` still works.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import torch
+
+    from ml.export import export_bundle
+    from ml.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=len(CIFAR10_CLASSES), width=0.25)
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(
+        [(model, {"arch": "resnet20", "width": 0.25, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})],
+        out,
+        classes=CIFAR10_CLASSES,
+        name="tiny-test",
+        version="tiny-test-0",
+        metrics={"note": "random init, for tests only"},
+        command="tests/conftest.py tiny_bundle",
+    )
+    django_settings = _django_settings()
+    old = getattr(django_settings, "MODEL_BUNDLE", None) if django_settings is not None else None
+    if django_settings is not None:
+        django_settings.MODEL_BUNDLE = str(out)
+    yield out
+    if django_settings is not None:
+        django_settings.MODEL_BUNDLE = old
+
+
+def _django_settings():
+    """Django's settings when Django is configured in this run, else None."""
+    try:
+        from django.conf import settings
+    except ImportError:
+        return None
+    return settings if settings.configured else None
+
+
+def make_image_bytes(fmt: str = "png", size: tuple[int, int] = (40, 30), color=(200, 30, 30), mode: str = "RGB") -> bytes:
+    """A real image of ``size`` (W, H) encoded as ``fmt`` (jpg, png, webp, gif, bmp, tiff)."""
+    from PIL import Image
+
+    pil_format = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF"}.get(fmt.lower(), fmt.upper())
+    im = Image.new(mode, size, color)
+    for x in range(0, size[0], 4):  # some structure, so encoders do real work
+        im.putpixel((x, x % size[1]), (0, 0, 0) if mode == "RGB" else 0)
+    buf = io.BytesIO()
+    im.save(buf, format=pil_format)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_bytes() -> Callable[..., bytes]:
+    return make_image_bytes
+
+
+@pytest.fixture
+def media_root(tmp_path: Path, settings) -> Path:
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    return root
+
+
+def make_bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def bad_uploads() -> dict[str, bytes]:
+    """The bad inputs every upload path must refuse: name -> bytes (oversize is made by the test
+    with a small MAX_UPLOAD_BYTES, so it is not listed here)."""
+    jpg = make_image_bytes("jpg", size=(200, 160))
+    return {
+        "empty": b"",
+        "not_an_image": b"%PDF-1.4 this is not an image at all\n" * 20,
+        "truncated": jpg[: len(jpg) // 2],
+        "bomb": make_bomb_png(),
+    }
+
+
+def files_under(root: str | Path) -> list[str]:
+    root = Path(root)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
