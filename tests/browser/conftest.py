@@ -1,0 +1,64 @@
+"""Headless Debian Chromium for browser tests; the tests are skipped (with the reason) when it is missing.
+
+Install it with ``apt-get install -y chromium chromium-driver``. Set ``BROWSER_SCREENSHOT_DIR`` to
+keep screenshots of the pages the tests visit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip(f"Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}); apt-get install -y chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def screenshot(browser) -> object:
+    """screenshot(name): save the current page to $BROWSER_SCREENSHOT_DIR/<name>.png when that is set."""
+    directory = os.environ.get("BROWSER_SCREENSHOT_DIR")
+
+    def take(name: str) -> None:
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            browser.save_screenshot(str(Path(directory) / f"{name}.png"))
+
+    return take

@@ -1,0 +1,132 @@
+"""A real browser against the live server: sign up, upload, watch the result page fill in by itself.
+
+The queue is the one thing the test controls: `enqueue_classification` records the job id instead
+of sending it to a broker, so the page can be seen in each state. The job then runs through the
+real Celery task and the real TorchScript bundle (``tiny_bundle``), in this process, while the
+page polls the JSON API.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from classifier import services
+from classifier.models import Classification
+from tests.conftest import CIFAR10_CLASSES, make_image_bytes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+PASSWORD = "correct-horse-battery-staple-42"
+UUID_PATH = re.compile(r"/classifications/([0-9a-f-]{36})/$")
+
+
+@pytest.fixture
+def queue(monkeypatch) -> list[str]:
+    """Job ids that would have gone to the broker, in order."""
+    sent: list[str] = []
+
+    def record(classification_id) -> bool:
+        sent.append(str(classification_id))
+        return True
+
+    monkeypatch.setattr(services, "enqueue_classification", record)
+    return sent
+
+
+def wait(browser, seconds: float = 10) -> WebDriverWait:
+    return WebDriverWait(browser, seconds, poll_frequency=0.1)
+
+
+def sign_up(browser, live_server, username: str) -> None:
+    browser.get(live_server.url + "/accounts/signup/")
+    browser.find_element(By.ID, "id_username").send_keys(username)
+    browser.find_element(By.ID, "id_password1").send_keys(PASSWORD)
+    browser.find_element(By.ID, "id_password2").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
+
+
+def test_sign_up_upload_and_watch_the_result_arrive(
+    browser, live_server, tiny_bundle, media_root, queue, tmp_path, screenshot
+):
+    sign_up(browser, live_server, "dana")
+    screenshot("upload")
+
+    picture = tmp_path / "ship.png"
+    picture.write_bytes(make_image_bytes("png", size=(64, 48), color=(20, 60, 160)))
+    browser.find_element(By.ID, "id_images").send_keys(str(picture))
+    assert "ship.png" in browser.find_element(By.ID, "file-list").text  # app.js lists the chosen file
+    browser.find_element(By.CSS_SELECTOR, ".upload-form button[type=submit]").click()
+
+    wait(browser).until(EC.url_matches(UUID_PATH.pattern))
+    [job_id] = queue
+    assert UUID_PATH.search(browser.current_url).group(1) == job_id
+    assert browser.find_element(By.ID, "status").text == "Queued"
+    assert browser.find_elements(By.CSS_SELECTOR, "#predictions progress") == []
+    thumbnail = browser.find_element(By.CSS_SELECTOR, ".result-image img")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumbnail) > 0
+    # A marker that a reload would wipe: the page must update in place.
+    browser.execute_script("window.__noReload = true;")
+    screenshot("result-queued")
+
+    services.classification_start(classification_id=job_id)
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "status"), "Running"))
+    assert "Classifying" in browser.find_element(By.ID, "pending").text
+
+    from worker.tasks import classify
+
+    classify.apply(args=[job_id])  # the real task and model, as a worker would run it
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "status"), "Done"))
+
+    bars = browser.find_elements(By.CSS_SELECTOR, "#predictions progress")
+    assert len(bars) == 5
+    values = [float(bar.get_attribute("value")) for bar in bars]
+    assert values == sorted(values, reverse=True)
+    assert 0 < sum(values) <= 1.0001
+    labels = [el.text for el in browser.find_elements(By.CSS_SELECTOR, "#predictions .prediction-label")]
+    assert set(labels) <= set(CIFAR10_CLASSES) and len(set(labels)) == 5
+    job = Classification.objects.get(pk=job_id)
+    assert labels[0] == job.top_label
+    assert browser.find_element(By.ID, "model-version").text == job.model_version == "tiny-test-0"
+    assert browser.find_element(By.ID, "run-time").text.endswith(" s")
+    assert not browser.find_element(By.ID, "pending").is_displayed()
+    assert browser.execute_script("return window.__noReload === true")
+    screenshot("result-done")
+
+
+def test_upload_several_then_delete_one_from_history(browser, live_server, media_root, queue, tmp_path, screenshot):
+    sign_up(browser, live_server, "erin")
+    paths = []
+    for i, color in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        path = tmp_path / f"pic{i}.jpg"
+        path.write_bytes(make_image_bytes("jpg", size=(50, 40), color=color))
+        paths.append(str(path))
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image at all")
+    browser.find_element(By.ID, "id_images").send_keys("\n".join([*paths, str(bad)]))
+    browser.find_element(By.CSS_SELECTOR, ".upload-form button[type=submit]").click()
+
+    wait(browser).until(EC.url_to_be(live_server.url + "/classifications/"))
+    assert len(queue) == 3
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")
+    assert len(rows) == 3
+    assert "notes.png: The file is not an image" in browser.find_element(By.CSS_SELECTOR, ".messages").text
+    for img in browser.find_elements(By.CSS_SELECTOR, "img.thumb"):
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+    screenshot("history")
+
+    # The delete button asks first; dismissing keeps the row, accepting deletes it.
+    rows[0].find_element(By.CSS_SELECTOR, "button.button-danger").click()
+    wait(browser).until(EC.alert_is_present()).dismiss()
+    assert Classification.objects.count() == 3
+    browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")[0].find_element(
+        By.CSS_SELECTOR, "button.button-danger"
+    ).click()
+    wait(browser).until(EC.alert_is_present()).accept()
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "table.history tbody tr")) == 2)
+    assert Classification.objects.count() == 2
