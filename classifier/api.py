@@ -17,6 +17,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -92,6 +93,8 @@ def _wait_for(classification: Classification, wait: float | None) -> Classificat
 
 class ClassificationCollectionApi(APIView):
     """GET: the caller's classifications (paginated, newest first). POST: upload an image."""
+
+    parser_classes = [MultiPartParser, FormParser]
 
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Classification.Status.choices, required=False)

@@ -57,7 +57,9 @@ def _django_settings():
     return settings if settings.configured else None
 
 
-def make_image_bytes(fmt: str = "png", size: tuple[int, int] = (40, 30), color=(200, 30, 30), mode: str = "RGB") -> bytes:
+def make_image_bytes(
+    fmt: str = "png", size: tuple[int, int] = (40, 30), color=(200, 30, 30), mode: str = "RGB"
+) -> bytes:
     """A real image of ``size`` (W, H) encoded as ``fmt`` (jpg, png, webp, gif, bmp, tiff)."""
     from PIL import Image
 

@@ -139,7 +139,9 @@ def test_finished_jobs_are_never_changed(media_root):
     c = ClassificationFactory(done=True)
     before = Classification.objects.filter(id=c.id).values().get()
     assert services.classification_start(classification_id=c.id) is None
-    assert services.classification_complete(classification_id=c.id, predictions=[("dog", 1.0)], model_version="x") is None
+    assert (
+        services.classification_complete(classification_id=c.id, predictions=[("dog", 1.0)], model_version="x") is None
+    )
     assert services.classification_fail(classification_id=c.id, message="nope") is None
     assert Classification.objects.filter(id=c.id).values().get() == before
 
