@@ -99,7 +99,9 @@ def test_sign_up_upload_and_watch_the_result_arrive(
     screenshot("result-done")
 
 
-def test_upload_several_then_delete_one_from_history(browser, live_server, media_root, queue, tmp_path, screenshot):
+def test_upload_several_then_delete_one_from_history(
+    browser, live_server, tiny_bundle, media_root, queue, tmp_path, screenshot
+):
     sign_up(browser, live_server, "erin")
     paths = []
     for i, color in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
@@ -130,3 +132,15 @@ def test_upload_several_then_delete_one_from_history(browser, live_server, media
     wait(browser).until(EC.alert_is_present()).accept()
     wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "table.history tbody tr")) == 2)
     assert Classification.objects.count() == 2
+
+    # The remaining rows fill in by themselves when their jobs finish.
+    from worker.tasks import classify
+
+    for job_id in queue:
+        classify.apply(args=[job_id])
+    wait(browser).until(
+        lambda b: [el.text for el in b.find_elements(By.CSS_SELECTOR, "[data-field=status]")] == ["Done", "Done"]
+    )
+    confidences = [el.text for el in browser.find_elements(By.CSS_SELECTOR, "[data-field=confidence]")]
+    assert all(re.fullmatch(r"\d+\.\d%", text) for text in confidences)
+    screenshot("history-done")
