@@ -11,6 +11,8 @@ A checkpoint is a ``torch.save`` dict::
     state_dict     the weights to use (the EMA weights when EMA was on)
     raw_state_dict the optimiser's weights when EMA was on (for resuming), else absent
     optimizer, scheduler, epoch, best   for resuming
+    stale          epochs since the best validation accuracy (early stopping on resume); may be absent
+    data           where the data came from: source, dataset, split, label_mode, subsets; may be absent
     config         the training config (dict)
     metrics        final validation metrics
 """

@@ -2,15 +2,19 @@
 
     python -m ml train model=resnet20 epochs=30 name=resnet20-cpu
     python -m ml train --config ml/configs/resnet20.yaml seed=1
+    python -m ml train data=data/cifar-100-python.tar.gz superclass=fish init_from=runs/<run>/best.pt freeze=stem,layers.0-2 backbone_lr_mult=0.1
+    torchrun --nproc-per-node 4 -m ml train --config ml/configs/resnet20.yaml   # DistributedDataParallel
 
 Config: the `TrainConfig` dataclass below; a YAML file may set any field; ``key=value`` overrides
 are parsed to the field's type and unknown keys are refused. Each run writes
 ``runs/<YYYYmmdd-HHMMSS>-<name>/``: ``config.yaml``, ``metrics.csv`` (one row per epoch),
-``checkpoint.pt`` (last) and ``best.pt`` (best validation accuracy).
+``checkpoint.pt`` (last), ``best.pt`` (best validation accuracy) and TensorBoard logs in ``tb/``.
 
 On CUDA the whole data set lives on the GPU, augmentation runs on batched tensors, and the forward
-pass uses bf16 autocast and channels_last. The same code runs on the CPU, slower.
-Measured: see the README's "ML" section for hardware, times and accuracies.
+pass uses bf16 autocast and channels_last. The same code runs on the CPU, slower. Under torchrun
+(WORLD_SIZE > 1) every rank takes its shard of each global batch of ``batch_size`` images (nccl on
+CUDA, gloo on CPU) and only rank 0 writes files.
+Measured: see the README's "Offline ML" section for hardware, times and accuracies.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
+import re
 import time
 import types
 import typing
@@ -28,12 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import nn
 
 from ml.augment import augment_batch, normalize
-from ml.checkpoint import save_checkpoint
+from ml.checkpoint import read_checkpoint, save_checkpoint
 from ml.data import load_source, stratified_split
 from ml.models import build_model, count_flops, count_parameters
 
@@ -45,7 +52,12 @@ class TrainConfig:
     out_dir: str = "runs"  # runs/<timestamp>-<name>/
     seed: int = 0
     # data
-    data: str = "../shared/datasets/cifar10-jpeg/train"  # image folder, or a CIFAR archive / folder
+    data: str = "../shared/datasets/cifar10-jpeg/train"  # image folder, a CIFAR archive / folder, or cifar10 | cifar100
+    data_md5: str = ""  # expected md5 of a CIFAR archive; "" = the official one
+    split: str = "train"  # train | test: which part of the source to train on (validation is held out of it)
+    label_mode: str = "fine"  # fine | coarse (CIFAR-100's 20 superclasses)
+    classes: str = ""  # comma-separated subset of classes (labels remapped to 0..k-1)
+    superclass: str = ""  # comma-separated CIFAR-100 superclasses whose fine classes to keep (e.g. fish)
     val_per_class: int = 500  # seeded, stratified hold-out; 0 = train on everything
     split_seed: int = 0  # the split is fixed across runs unless this changes
     train_limit: int = 0  # >0: use only this many training images (tests, smoke runs)
@@ -54,9 +66,14 @@ class TrainConfig:
     width: float = 1.0  # channel multiplier (ResNets)
     norm: bool = True  # batch norm on/off (ablation)
     residual: bool = True  # skip connections on/off (ablation)
+    # fine-tuning (transfer learning)
+    init_from: str = ""  # checkpoint to start from; its arch, options and normalisation are used
+    new_head: bool = False  # re-initialise the classifier even when the class list is the same
+    freeze: str = ""  # backbone units to freeze: N (the first N), "backbone", or names e.g. stem,layers.0-2
+    backbone_lr_mult: float = 1.0  # learning rate of everything but the classifier, relative to lr
     # optimisation
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int = 128  # global batch (split across ranks under torchrun)
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9
@@ -76,6 +93,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA)
     threads: int = 0  # >0: torch.set_num_threads
     progress: bool = True
+    tensorboard: bool = True  # write TensorBoard scalars to <run>/tb (skipped if tensorboard is missing)
     resume: str = ""  # checkpoint.pt of an interrupted run, resumed in place
 
 
@@ -92,7 +110,7 @@ def _parse_value(field_type: Any, raw: str) -> Any:
     return field_type(raw)
 
 
-def load_config(config_file: str | None, overrides: list[str], cls: type = None) -> Any:
+def load_config(config_file: str | None, overrides: list[str], cls: type | None = None) -> Any:
     """Defaults, then the YAML file, then ``key=value`` overrides; unknown keys are refused."""
     cls = cls or TrainConfig
     hints = typing.get_type_hints(cls)
@@ -117,9 +135,13 @@ def load_config(config_file: str | None, overrides: list[str], cls: type = None)
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
     for key, value in values.items():  # YAML values are checked too
         expected = hints[key]
-        if typing.get_origin(expected) is None and expected is float and isinstance(value, int):
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
-        elif typing.get_origin(expected) is None and not isinstance(value, expected):
+        elif expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[key] = str(value)  # YAML reads freeze: 3 as an int
+        elif typing.get_origin(expected) is None and (
+            not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))
+        ):
             raise ValueError(f"config key {key} must be {expected.__name__}, got {value!r}")
     return cls(**values)
 
@@ -131,13 +153,28 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and linear weights only; none on norms and biases."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def param_groups(
+    model: nn.Module, weight_decay: float, head: str | None = None, backbone_lr_mult: float = 1.0
+) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only; none on norms and biases. With
+    ``backbone_lr_mult`` != 1, parameters outside module ``head`` get an ``lr_mult`` group of their own."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            in_backbone = backbone_lr_mult != 1.0 and not (head and name.startswith(head + "."))
+            groups.setdefault((in_backbone, p.ndim > 1), []).append(p)
+    out = []
+    for in_backbone in (False, True):
+        for decays in (True, False):
+            if (in_backbone, decays) in groups or not in_backbone:  # keep the two plain groups for resume
+                out.append(
+                    {
+                        "params": groups.get((in_backbone, decays), []),
+                        "weight_decay": weight_decay if decays else 0.0,
+                        "lr_mult": backbone_lr_mult if in_backbone else 1.0,
+                    }
+                )
+    return out
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
@@ -177,7 +214,9 @@ class EMA:
 
 
 @torch.no_grad()
-def infer(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def infer(
+    model: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 1000
+) -> torch.Tensor:
     """Logits of ``model`` on uint8 images (any device), in eval mode, as float32 on the CPU."""
     was_training = model.training
     model.eval()
@@ -207,18 +246,134 @@ def progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
 
 
+def head_name(model: nn.Module) -> str:
+    """Name of the classifier: the last nn.Linear of the model (``fc``, ``head.4``)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier")
+    return names[-1]
+
+
+def backbone_units(model: nn.Module) -> list[str]:
+    """The freezable units, input to output: each top-level child, except that a Sequential of
+    blocks (``layers``, ``features``) is split into its blocks; the child holding the classifier is
+    left out. CIFAR ResNet-20: stem, layers.0 ... layers.8."""
+    head = head_name(model)
+    units = []
+    for name, child in model.named_children():
+        if head == name or head.startswith(name + "."):
+            continue
+        blocks = list(child.named_children()) if isinstance(child, nn.Sequential) else []
+        if blocks and all(any(True for _ in b.children()) for _, b in blocks):
+            units += [f"{name}.{i}" for i, _ in blocks]
+        else:
+            units.append(name)
+    return units
+
+
+def parse_freeze(spec: str, model: nn.Module) -> list[str]:
+    """``freeze=`` to unit names: "" (none), "3" (the first three units), "backbone" (all but the
+    classifier) or a comma list of units and ranges, e.g. "stem,layers.0-2"."""
+    units = backbone_units(model)
+    spec = spec.strip()
+    if not spec:
+        return []
+    if spec.isdigit():
+        if int(spec) > len(units):
+            raise ValueError(f"freeze={spec}: the model has only {len(units)} units ({', '.join(units)})")
+        return units[: int(spec)]
+    if spec in ("backbone", "all"):
+        return units
+    chosen: list[str] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        match = re.fullmatch(r"(.+)\.(\d+)-(\d+)", item)
+        names = [f"{match[1]}.{i}" for i in range(int(match[2]), int(match[3]) + 1)] if match else [item]
+        for name in names:
+            if name not in units:
+                raise ValueError(f"freeze: unknown unit {name!r}; this model's units are {', '.join(units)}")
+            chosen.append(name)
+    return [u for u in units if u in chosen]
+
+
+def load_backbone(model: nn.Module, ckpt: dict[str, Any], keep_head: bool) -> list[str]:
+    """Copy the checkpoint's weights into ``model``; the classifier only when ``keep_head``.
+    Returns the names that were not loaded (the new head's)."""
+    head = head_name(model)
+    state = {k: v for k, v in ckpt["state_dict"].items() if keep_head or not k.startswith(head + ".")}
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"init_from: shapes differ for {', '.join(wrong[:5])}; is it the same model and width?")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith(head + ".")] + list(unexpected)
+    if bad:
+        raise ValueError(f"init_from: the checkpoint does not fit this model ({', '.join(bad[:5])})")
+    return list(missing)
+
+
+def train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
+    """Training mode, except frozen units stay in eval so their batch-norm statistics stay fixed."""
+    model.train()
+    for module in frozen:
+        module.eval()
+
+
+def write_tensorboard(out: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        print("tensorboard is not installed; no TensorBoard logs")
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"))
+
+
+def distributed_setup(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) under torchrun; (0, 1, device) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 # ============================================================================= train
 def train(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    out = run_dir(cfg)
-    (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    rank, world, device = distributed_setup(pick_device(cfg.device))
+    main_rank = rank == 0
+    init = read_checkpoint(cfg.init_from) if cfg.init_from else None
+    if init is not None:  # fine-tuning keeps the pretrained architecture
+        options = init.get("model_options", {})
+        if cfg.model != init["arch"]:
+            print(f"init_from {cfg.init_from}: using its architecture {init['arch']} (model={cfg.model} ignored)")
+        cfg = dataclasses.replace(cfg, model=init["arch"], **{k: v for k, v in options.items() if hasattr(cfg, k)})
+    out = run_dir(cfg) if main_rank else Path()
+    if world > 1:  # every rank reports the same run folder
+        shared = [str(out)]
+        dist.broadcast_object_list(shared, src=0)
+        out = Path(shared[0])
+    if main_rank:
+        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    log = print if main_rank else (lambda *a, **k: None)
 
     # ---------------------------------------------------------------- data
-    data = load_source(cfg.data)
+    data = load_source(
+        cfg.data,
+        split=cfg.split,
+        label_mode=cfg.label_mode,
+        classes=cfg.classes or None,
+        superclass=cfg.superclass or None,
+        expected_md5=cfg.data_md5 or None,
+    )
     if cfg.val_per_class:
         train_idx, val_idx = stratified_split(data.labels, cfg.val_per_class, cfg.split_seed)
     else:
@@ -230,35 +385,63 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_y = torch.from_numpy(data.labels[train_idx]).to(device)
     val_x = torch.from_numpy(data.images[val_idx]).to(device)
     val_y = torch.from_numpy(data.labels[val_idx])
-    mean = train_x.float().mean(dim=(0, 2, 3)).div(255).cpu()
-    std = train_x.float().std(dim=(0, 2, 3)).div(255).cpu()
+    if init is not None:  # the backbone expects the normalisation it was trained with
+        mean, std = torch.tensor(init["mean"]), torch.tensor(init["std"])
+    else:
+        mean = train_x.float().mean(dim=(0, 2, 3)).div(255).cpu()
+        std = train_x.float().std(dim=(0, 2, 3)).div(255).cpu()
     mean_d, std_d = mean.to(device), std.to(device)
-    print(f"data: {data.source} | {len(train_idx)} train, {len(val_idx)} val, {len(data.classes)} classes | device {device}")
+    log(
+        f"data: {data.source} | {len(train_idx)} train, {len(val_idx)} val, {len(data.classes)} classes"
+        f" | device {device}" + (f" x {world} ranks" if world > 1 else "")
+    )
 
     # ---------------------------------------------------------------- model
     model_options = {"width": cfg.width, "norm": cfg.norm, "residual": cfg.residual} if cfg.model != "plain_cnn" else {}
     model = build_model(cfg.model, num_classes=len(data.classes), **model_options)
+    head = head_name(model)
+    if init is not None:
+        keep_head = not cfg.new_head and list(init["classes"]) == list(data.classes)
+        load_backbone(model, init, keep_head)
+        log(f"init_from {cfg.init_from}: backbone loaded, classifier {head!r} {'kept' if keep_head else 'new'}")
+    frozen_names = parse_freeze(cfg.freeze, model)
+    frozen = [model.get_submodule(n) for n in frozen_names]
+    for module in frozen:
+        module.requires_grad_(False)
+    if frozen_names:
+        n_frozen = sum(p.numel() for m in frozen for p in m.parameters())
+        log(f"frozen: {', '.join(frozen_names)} ({n_frozen:,} parameters)")
     params, flops = count_parameters(model), count_flops(model)
-    print(f"model: {cfg.model} {model_options} | {params / 1e6:.2f} M parameters | {flops / 1e6:.1f} M MACs/image")
+    log(f"model: {cfg.model} {model_options} | {params / 1e6:.2f} M parameters | {flops / 1e6:.1f} M MACs/image")
     model = model.to(device, memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    wrapped: nn.Module = model
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = torch.compile(wrapped) if cfg.compile else wrapped
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 and main_rank else None
 
     # ---------------------------------------------------------------- optimiser
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, head=head, backbone_lr_mult=cfg.backbone_lr_mult)
+    for g in groups:
+        g["lr"] = cfg.lr * g["lr_mult"]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    # A final batch smaller than the number of ranks would leave a rank with nothing: drop it.
+    steps_per_epoch = len(train_idx) // cfg.batch_size + (len(train_idx) % cfg.batch_size >= world)
     total_steps = cfg.epochs * steps_per_epoch
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.2, patience=3) if cfg.schedule == "plateau" else None
-    start_epoch, best, step = 0, 0.0, 0
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.2, patience=3)
+        if cfg.schedule == "plateau"
+        else None
+    )
+    start_epoch, best, step, stale = 0, 0.0, 0, 0
     if cfg.resume:
-        from ml.checkpoint import read_checkpoint
-
         ckpt = read_checkpoint(cfg.resume)
         model.load_state_dict(ckpt.get("raw_state_dict", ckpt["state_dict"]))
         opt.load_state_dict(ckpt["optimizer"])
@@ -266,116 +449,155 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ema.shadow = {k: v.to(device) for k, v in ckpt["state_dict"].items()}
         if plateau is not None and ckpt.get("scheduler"):
             plateau.load_state_dict(ckpt["scheduler"])
-        start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
+        start_epoch, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt.get("stale", 0)
         step = start_epoch * steps_per_epoch
-        print(f"resumed {cfg.resume} at epoch {start_epoch}")
+        log(f"resumed {cfg.resume} at epoch {start_epoch + 1}")
 
     # ---------------------------------------------------------------- loop
     metrics_path = out / "metrics.csv"
     fields = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "images_per_s"]
-    if not cfg.resume or not metrics_path.exists():
+    if main_rank and (not cfg.resume or not metrics_path.exists()):
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(fields)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    stale = 0
+    tb = write_tensorboard(out, cfg.tensorboard) if main_rank else None
     final: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+        train_mode(model, frozen)
         t0 = time.perf_counter()
-        order = torch.randperm(len(train_x), device=device, generator=gen)
+        # Seeded per epoch: every rank draws the same order, and a resumed run the same as an uninterrupted one.
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        order = order.to(device)
+        aug_gen = torch.Generator(device=device).manual_seed((cfg.seed * 100_003 + epoch) * world + rank)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for i in progress(range(steps_per_epoch), cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        seen = torch.zeros((), device=device)
+        for i in progress(range(steps_per_epoch), cfg.progress and main_rank, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size][rank::world]  # this rank's shard
             x = normalize(train_x[idx], mean_d, std_d)
-            x = augment_batch(x, crop_padding=cfg.crop_padding, flip=cfg.flip, cutout_size=cfg.cutout, generator=gen)
+            x = augment_batch(
+                x, crop_padding=cfg.crop_padding, flip=cfg.flip, cutout_size=cfg.cutout, generator=aug_gen
+            )
             y = train_y[idx]
             if plateau is None:
+                factor = lr_factor(cfg, step, total_steps, steps_per_epoch)
                 for g in opt.param_groups:
-                    g["lr"] = cfg.lr * lr_factor(cfg, step, total_steps, steps_per_epoch)
+                    g["lr"] = cfg.lr * factor * g.get("lr_mult", 1.0)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = forward(x.contiguous(memory_format=torch.channels_last))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP averages the gradients over ranks here
             opt.step()
             if ema is not None:
                 ema.update(model)
             step += 1
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == y).sum()
+            seen += len(idx)
+        if world > 1:
+            totals = torch.stack([loss_sum, correct, seen])
+            dist.all_reduce(totals)
+            loss_sum, correct, seen = totals
+            for buffer in model.buffers():  # batch-norm statistics as rank 0 has them
+                dist.broadcast(buffer, src=0)
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         epoch_s = time.perf_counter() - t0
 
-        # evaluate the weights that would be saved (EMA when on)
-        eval_model = model
-        if ema is not None:
-            eval_model = build_model(cfg.model, num_classes=len(data.classes), **model_options).to(device)
-            eval_model.load_state_dict(ema.shadow)
+        # evaluate the weights that would be saved (EMA when on), on rank 0
         row = {
             "epoch": epoch + 1,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": (loss_sum / len(train_idx)).item(),
-            "train_acc": (correct / len(train_idx)).item(),
+            "lr": max(g["lr"] for g in opt.param_groups),
+            "train_loss": (loss_sum / seen).item(),
+            "train_acc": (correct / seen).item(),
             "val_loss": float("nan"),
             "val_acc": float("nan"),
             "epoch_s": epoch_s,
-            "images_per_s": len(train_idx) / epoch_s,
+            "images_per_s": seen.item() / epoch_s,
         }
-        if len(val_idx):
+        eval_model = model
+        if main_rank and ema is not None:
+            eval_model = build_model(cfg.model, num_classes=len(data.classes), **model_options).to(device)
+            eval_model.load_state_dict(ema.shadow)
+        if main_rank and len(val_idx):
             logits = infer(eval_model, val_x, mean_d, std_d)
             row["val_loss"] = F.cross_entropy(logits, val_y).item()
             row["val_acc"] = (logits.argmax(1) == val_y).float().mean().item()
+        improved = bool(len(val_idx)) and row["val_acc"] > best
+        best = max(best, row["val_acc"]) if len(val_idx) else best
+        stale = 0 if improved else stale + 1
+        stop = bool(cfg.early_stop_patience) and stale >= cfg.early_stop_patience
+        if world > 1:  # rank 0's validation drives the schedule and early stopping everywhere
+            shared = torch.tensor(
+                [row["val_loss"], row["val_acc"], best, float(stale), float(stop)], dtype=torch.float64
+            )
+            dist.broadcast(shared, src=0)
+            row["val_loss"], row["val_acc"], best = shared[0].item(), shared[1].item(), shared[2].item()
+            stale, stop = int(shared[3].item()), bool(shared[4].item())
         if plateau is not None:
             plateau.step(row["val_acc"] if len(val_idx) else -row["train_loss"])
-        with open(metrics_path, "a", newline="") as f:
-            csv.writer(f).writerow([row[k] for k in fields])
-        print(
+        final = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "best_val_acc": best, "epoch": epoch + 1}
+        if main_rank:
+            with open(metrics_path, "a", newline="") as f:
+                csv.writer(f).writerow([row[k] for k in fields])
+            if tb is not None:
+                for key in fields[1:]:
+                    tb.add_scalar(key, row[key], epoch + 1)
+                tb.flush()
+        log(
             f"epoch {epoch + 1:3d} | lr {row['lr']:.4f} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
             f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {epoch_s:.1f}s {row['images_per_s']:.0f} img/s",
             flush=True,
         )
 
         # ------------------------------------------------------------ save
-        improved = len(val_idx) and row["val_acc"] > best
-        best = max(best, row["val_acc"]) if len(val_idx) else best
-        final = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "best_val_acc": best, "epoch": epoch + 1}
-        payload = {
-            "arch": cfg.model,
-            "model_options": model_options,
-            "classes": data.classes,
-            "superclasses": data.superclasses,
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "state_dict": {k: v.detach().cpu() for k, v in eval_model.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "scheduler": plateau.state_dict() if plateau is not None else None,
-            "epoch": epoch,
-            "best": best,
-            "config": dataclasses.asdict(cfg),
-            "metrics": {**final, "params": params, "macs": flops, "val_split": {"per_class": cfg.val_per_class, "seed": cfg.split_seed}},
-        }
-        if ema is not None:
-            payload["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(out / "checkpoint.pt", payload)
-        if improved:
-            save_checkpoint(out / "best.pt", payload)
-            stale = 0
-        else:
-            stale += 1
-        if cfg.early_stop_patience and stale >= cfg.early_stop_patience:
-            print(f"early stop: no better val accuracy for {stale} epochs")
+        if main_rank:
+            payload = {
+                "arch": cfg.model,
+                "model_options": model_options,
+                "classes": data.classes,
+                "superclasses": data.superclasses,
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "state_dict": {k: v.detach().cpu() for k, v in eval_model.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": plateau.state_dict() if plateau is not None else None,
+                "epoch": epoch,
+                "best": best,
+                "stale": stale,
+                "config": dataclasses.asdict(cfg),
+                "metrics": {
+                    **final,
+                    "params": params,
+                    "macs": flops,
+                    "val_split": {"per_class": cfg.val_per_class, "seed": cfg.split_seed},
+                },
+                "data": {k: v for k, v in data.extra.items() if k != "cache"} | {"source": data.source},
+            }
+            if ema is not None:
+                payload["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint(out / "checkpoint.pt", payload)
+            if improved:
+                save_checkpoint(out / "best.pt", payload)
+        if stop:
+            log(f"early stop: no better val accuracy for {stale} epochs")
             break
 
-    print(f"done: {out} | {final}")
+    if tb is not None:
+        tb.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    log(f"done: {out} | {final}")
     return {"run_dir": str(out), **final}
 
 
 def main(argv: list[str]) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ml train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ml train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML file with TrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of TrainConfig fields")
     args = parser.parse_args(argv)

@@ -6,16 +6,19 @@
   ``cifar10_archive``, ``cifar100_archive``, ``cifar10_dir``, ``cifar100_dir``: ready-made ones
   (4 train and 2 test images per class). The md5 of a generated archive is ``md5_of(path)``.
 - ``ml_cache``: a private decode cache so tests never touch the project's .cache/ml.
+- ``tiny_run``: the run folder of a one-epoch tiny ResNet-20 on the shared image folder (a real
+  checkpoint.pt / best.pt for evaluate, export and fine-tuning tests).
+- ``one_torch_thread`` (autouse): torch runs on one thread during these tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.ml.fakedata import write_cifar, write_image_folder
+from tests.ml.fakedata import tiny_train_overrides, write_cifar, write_image_folder
 
 
 @pytest.fixture
@@ -68,3 +71,30 @@ def ml_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setattr(ml.data, "DEFAULT_CACHE_DIR", cache)
     return cache
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and several threads fight other jobs for 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(shared_image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a one-epoch ResNet-20 (width 0.25) trained on ``shared_image_folder``:
+    config.yaml, metrics.csv, checkpoint.pt, best.pt. Read-only: copy before changing."""
+    from ml.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    cfg = TrainConfig(**tiny_train_overrides(shared_image_folder, out / "runs", name="tiny"))
+    mp = pytest.MonkeyPatch()
+    mp.setattr("ml.data.DEFAULT_CACHE_DIR", out / "cache")
+    try:
+        return Path(train(cfg)["run_dir"])
+    finally:
+        mp.undo()

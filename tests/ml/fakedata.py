@@ -16,6 +16,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -168,3 +169,21 @@ def write_image_folder(root: Path, per_class: int = 20, seed: int = 0, classes: 
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")
     return root
+
+
+def tiny_train_overrides(data: Path, out_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """TrainConfig fields for a run of about a second on the CPU: ResNet-20 at width 0.25,
+    2 validation images per class, one epoch, no progress bar or TensorBoard."""
+    return {
+        "data": str(data),
+        "out_dir": str(out_dir),
+        "val_per_class": 2,
+        "epochs": 1,
+        "batch_size": 16,
+        "lr": 0.05,
+        "model": "resnet20",
+        "width": 0.25,
+        "progress": False,
+        "tensorboard": False,
+        **overrides,
+    }
