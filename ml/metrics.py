@@ -74,7 +74,9 @@ def confusion_matrix(preds: ArrayLike, labels: ArrayLike, num_classes: int) -> n
     preds, labels = as_numpy(preds).astype(np.int64), as_numpy(labels).astype(np.int64)
     if preds.shape != labels.shape:
         raise ValueError(f"{preds.shape} predictions but {labels.shape} labels")
-    return np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def per_class_report(cm: np.ndarray) -> dict[str, Any]:
@@ -151,7 +153,15 @@ def calibration(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> dict[s
             gap = abs(acc - mean_conf)
             ece += count / n * gap
             mce = max(mce, gap)
-        bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": count, "accuracy": acc, "confidence": mean_conf})
+        bins.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": count,
+                "accuracy": acc,
+                "confidence": mean_conf,
+            }
+        )
     return {"ece": float(ece), "mce": float(mce), "n_bins": n_bins, "bins": bins}
 
 

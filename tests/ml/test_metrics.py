@@ -47,11 +47,15 @@ def test_confusion_matrix_and_per_class_match_sklearn_with_a_class_never_predict
     np.testing.assert_allclose(report["f1"], f)
     np.testing.assert_array_equal(report["support"], s)
     assert report["precision"][3] == 0.0 and report["f1"][3] == 0.0
-    assert report["macro_f1"] == pytest.approx(skm.f1_score(labels, preds, average="macro", labels=np.arange(7), zero_division=0))
+    assert report["macro_f1"] == pytest.approx(
+        skm.f1_score(labels, preds, average="macro", labels=np.arange(7), zero_division=0)
+    )
     assert report["macro_precision"] == pytest.approx(
         skm.precision_score(labels, preds, average="macro", labels=np.arange(7), zero_division=0)
     )
-    assert report["macro_recall"] == pytest.approx(skm.recall_score(labels, preds, average="macro", labels=np.arange(7), zero_division=0))
+    assert report["macro_recall"] == pytest.approx(
+        skm.recall_score(labels, preds, average="macro", labels=np.arange(7), zero_division=0)
+    )
 
 
 def test_class_without_samples_counts_zero_in_macro_average():
@@ -59,7 +63,9 @@ def test_class_without_samples_counts_zero_in_macro_average():
     preds = np.array([0, 2, 1, 1])  # class 2 predicted once, never true
     cm = metrics.confusion_matrix(preds, labels, num_classes=3)
     report = metrics.per_class_report(cm)
-    assert report["macro_f1"] == pytest.approx(skm.f1_score(labels, preds, average="macro", labels=[0, 1, 2], zero_division=0))
+    assert report["macro_f1"] == pytest.approx(
+        skm.f1_score(labels, preds, average="macro", labels=[0, 1, 2], zero_division=0)
+    )
     assert report["recall"][2] == 0.0 and report["support"][2] == 0
 
 
