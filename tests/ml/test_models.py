@@ -1,0 +1,112 @@
+"""ml.models: every registered model, parameter counts, MACs and the ablation switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ml.models import MODELS, build_model, count_flops, count_parameters, main
+
+BIG = {"wrn28_10"}  # construction and parameter count only
+
+
+@pytest.mark.parametrize("name", sorted(set(MODELS) - BIG))
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_every_model_gives_logits(name: str, num_classes: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=num_classes)
+    model.train()
+    logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, num_classes)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()  # the graph reaches every parameter
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        # CIFAR ResNets with 1x1-conv projection shortcuts; WRN counts as published (36.5 M, 2.7 M)
+        ("resnet20", 272_474),
+        ("resnet56", 855_770),
+        ("preact_resnet18", 11_172_170),
+        ("wrn16_4", 2_748_890),
+        ("wrn28_10", 36_479_194),
+    ],
+)
+def test_known_parameter_counts(name: str, params: int) -> None:
+    assert count_parameters(build_model(name)) == params
+
+
+def test_unknown_model_names_the_choices() -> None:
+    with pytest.raises(KeyError, match="resnet20"):
+        build_model("resnet21")
+
+
+def test_resnet_depth_must_fit() -> None:
+    from ml.models import CifarResNet, WideResNet
+
+    with pytest.raises(ValueError, match="6n\\+2"):
+        CifarResNet(21)
+    with pytest.raises(ValueError, match="6n\\+4"):
+        WideResNet(17)
+
+
+def test_width_scales_channels() -> None:
+    assert build_model("resnet20", width=0.5).fc.in_features == 32
+    assert build_model("resnet20", width=2.0).fc.in_features == 128
+
+
+def test_count_flops_by_hand() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    assert count_flops(model) == 32 * 32 * 4 * 3 * 9 + 4 * 2
+    strided = nn.Sequential(nn.Conv2d(3, 8, 1, stride=2))
+    assert count_flops(strided) == 16 * 16 * 8 * 3
+
+
+def test_resnet20_macs() -> None:
+    # about 41 M multiply-accumulates, as usually quoted for ResNet-20 on CIFAR
+    assert 40e6 < count_flops(build_model("resnet20")) < 42e6
+
+
+ABLATABLE = [("resnet20", {}), ("preact_resnet18", {"width": 0.125}), ("wrn16_4", {"width": 0.25})]
+
+
+@pytest.mark.parametrize(("name", "options"), ABLATABLE)
+def test_norm_false_has_no_batch_norm(name: str, options: dict) -> None:
+    with_norm = build_model(name, **options)
+    without = build_model(name, norm=False, **options)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in with_norm.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in without.modules())
+    assert without(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def shortcut_modules(model: nn.Module) -> list[str]:
+    return [
+        name
+        for name, m in model.named_modules()
+        if name.endswith("shortcut") and not isinstance(m, nn.Identity) and any(True for _ in m.parameters())
+    ]
+
+
+@pytest.mark.parametrize(("name", "options"), ABLATABLE)
+def test_residual_false_drops_the_skip_connections(name: str, options: dict) -> None:
+    torch.manual_seed(0)
+    residual = build_model(name, **options).eval()
+    plain = build_model(name, residual=False, **options).eval()
+    assert shortcut_modules(residual) and not shortcut_modules(plain)
+    # Same weights (the projection shortcuts have nowhere to go), different function.
+    missing, unexpected = plain.load_state_dict(residual.state_dict(), strict=False)
+    assert not missing and all("shortcut" in k for k in unexpected)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(residual(x), plain(x))
+
+
+def test_models_command_lists_every_model(capsys) -> None:
+    main([])
+    out = capsys.readouterr().out
+    for name in MODELS:
+        assert name in out
+    assert "272,474" in out
