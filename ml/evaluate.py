@@ -39,8 +39,13 @@ from ml import metrics, plots
 from ml.data import ArrayDataset, load_source, stratified_split
 
 SPLITS = ("val", "train", "all", "test")
-# training-config keys that select the data, and the load_source keyword each one maps to
-DATA_OPTION_KEYS = {"label_mode": "label_mode", "classes": "classes", "superclass": "superclass", "image_size": "size"}
+# training-config keys (ml.train.TrainConfig) that select the data, and the load_source keyword each maps to
+DATA_OPTION_KEYS = {
+    "label_mode": "label_mode",
+    "classes": "classes",
+    "superclass": "superclass",
+    "data_md5": "expected_md5",
+}
 
 
 # ============================================================================= models
@@ -81,6 +86,7 @@ def data_spec_from_config(config: dict[str, Any]) -> dict[str, Any]:
         "data": config.get("data"),
         "val_per_class": int(config.get("val_per_class", 0) or 0),
         "split_seed": int(config.get("split_seed", 0) or 0),
+        "source_split": config.get("split") or "train",  # the part of the source trained on; val is held out of it
     }
     for key in DATA_OPTION_KEYS:
         if config.get(key) not in (None, "", [], "fine"):
@@ -187,18 +193,23 @@ def load_eval_data(
     """The images to evaluate on, and a description of them for the report.
 
     ``spec`` is the model's training data spec; ``data``, ``val_per_class`` and ``split_seed``
-    override it. ``val`` and ``train`` rebuild the seeded stratified split used in training.
+    override it. ``val`` and ``train`` rebuild the seeded stratified split used in training (held out
+    of the part of the source the model trained on); ``all`` is that whole part; ``test`` the source's
+    test set. Class subsets and label modes of the training config are applied to any source.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     source = data or spec.get("data")
     if not source:
         raise ValueError("the model does not record its training data; pass --data PATH (and --split)")
-    options = {DATA_OPTION_KEYS[k]: spec[k] for k in DATA_OPTION_KEYS if spec.get(k) is not None}
+    keys = [k for k in DATA_OPTION_KEYS if not (k == "data_md5" and data)]  # the md5 belongs to the training source
+    options = {DATA_OPTION_KEYS[k]: spec[k] for k in keys if spec.get(k) not in (None, "")}
     per_class = spec.get("val_per_class", 0) if val_per_class is None else val_per_class
     seed = spec.get("split_seed", 0) if split_seed is None else split_seed
-    dataset = load_source(source, split="test" if split == "test" else "train", **options)
-    description: dict[str, Any] = {"source": str(source), "split": split, **options}
+    source_split = "test" if split == "test" else (spec.get("source_split") or "train") if not data else "train"
+    dataset = load_source(source, split=source_split, **options)
+    description: dict[str, Any] = {"source": str(source), "split": split, "source_split": source_split}
+    description.update({k: v for k, v in options.items() if k != "expected_md5"})
     if split in ("val", "train"):
         if not per_class:
             raise ValueError(

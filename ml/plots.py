@@ -42,9 +42,11 @@ def confusion_matrix(cm: np.ndarray, classes: Sequence[str], path: str | Path, t
     annotate = c <= 20
     side = 7.0 if c <= 12 else 9.0 if c <= 20 else 14.0
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
-    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    # with many classes each error cell is a small share: a square-root scale keeps them visible
+    norm = matplotlib.colors.PowerNorm(0.5, vmin=0.0, vmax=1.0) if c > 20 else matplotlib.colors.Normalize(0.0, 1.0)
+    im = ax.imshow(share, cmap="Blues", norm=norm)
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    cbar.set_label("share of the true class")
+    cbar.set_label("share of the true class" + (" (square-root scale)" if c > 20 else ""))
     tick_size = 9 if c <= 12 else 7 if c <= 20 else 4
     ax.set_xticks(range(c))
     ax.set_yticks(range(c))
@@ -122,12 +124,21 @@ def misclassified(
     path: str | Path,
     max_images: int = 36,
 ) -> Path:
-    """Grid of the most confident mistakes: each tile shows the image, true -> predicted and confidence."""
+    """Grid of confident mistakes: each tile shows the image, true -> predicted and confidence.
+
+    The tiles take each true class's most confident mistakes in turn (round robin), so one
+    dominant confusion (truck -> automobile) does not fill the whole grid.
+    """
     images, labels, probs = np.asarray(images), np.asarray(labels), np.asarray(probs)
     preds = probs.argmax(axis=1)
     conf = probs.max(axis=1)
-    wrong = np.flatnonzero(preds != labels)
-    wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:max_images]
+    all_wrong = np.flatnonzero(preds != labels)
+    by_class = [
+        w[np.argsort(-conf[w], kind="stable")] for w in (all_wrong[labels[all_wrong] == c] for c in range(len(classes)))
+    ]
+    depth = max((len(w) for w in by_class), default=0)
+    picked = [w[r] for r in range(depth) for w in by_class if r < len(w)][:max_images]
+    wrong = np.array(picked, dtype=np.int64)
     cols = max(1, min(6, len(wrong)))
     rows = max(1, math.ceil(len(wrong) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.25 * rows), squeeze=False)
@@ -139,10 +150,10 @@ def misclassified(
     if len(wrong) == 0:
         axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle(
-        f"Most confident mistakes ({len(wrong)} of {int((preds != labels).sum())}): true → predicted, confidence",
+        f"Confident mistakes, round robin over true classes ({len(wrong)} of {len(all_wrong)}): true → predicted, confidence",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, path)
 
 
@@ -193,7 +204,7 @@ def training_curves(runs: Sequence[tuple[str, str | Path]], path: str | Path) ->
         if "val_acc" in cols and np.isfinite(cols["val_acc"]).any():
             best = int(np.nanargmax(cols["val_acc"]))
             ax_acc.annotate(
-                f"{100 * cols['val_acc'][best]:.2f}%",
+                f"best val {100 * cols['val_acc'][best]:.2f}%",
                 (epoch[best], 100 * cols["val_acc"][best]),
                 textcoords="offset points",
                 xytext=(0, 6),
@@ -201,10 +212,14 @@ def training_curves(runs: Sequence[tuple[str, str | Path]], path: str | Path) ->
                 fontsize=8,
                 color=colour,
             )
+    from matplotlib.ticker import MaxNLocator
+
     ax_loss.set_title("Cross-entropy loss")
     ax_acc.set_title("Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(y=0.1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax_acc.set_ylabel("%")
