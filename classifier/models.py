@@ -9,12 +9,12 @@ from django.db import models
 from django.utils import timezone
 
 
-def upload_path(instance: "Classification", filename: str) -> str:
+def upload_path(instance: Classification, filename: str) -> str:
     # Nothing the user sends becomes part of a storage path: the name is the job's UUID.
     return f"uploads/{instance.created_at:%Y/%m/%d}/{instance.id}.{instance.image_format}"
 
 
-def thumbnail_path(instance: "Classification", filename: str) -> str:
+def thumbnail_path(instance: Classification, filename: str) -> str:
     return f"thumbnails/{instance.created_at:%Y/%m/%d}/{instance.id}.jpg"
 
 

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 Status = Classification.Status
 FINISHED = (Status.DONE, Status.FAILED)
+# The reason recorded when an attempt ended without the task saying why (the process was killed,
+# ran out of memory or hit the hard time limit).
+WORKER_STOPPED = "the worker process stopped before finishing (killed, out of memory or over the time limit)"
 
 
 def _format_bytes(n: int) -> str:
@@ -146,13 +149,15 @@ def classification_start(*, classification_id: uuid.UUID | str) -> Classificatio
         return None
     max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
     if classification.attempts >= max_attempts:
-        reason = classification.error or "the worker stopped before finishing"
+        reason = classification.error or WORKER_STOPPED
         _fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
         return None
+    if classification.status == Status.RUNNING and not classification.error:
+        classification.error = WORKER_STOPPED  # the previous attempt never reported back
     classification.status = Status.RUNNING
     classification.attempts += 1
     classification.started_at = timezone.now()
-    classification.save(update_fields=["status", "attempts", "started_at"])
+    classification.save(update_fields=["status", "attempts", "started_at", "error"])
     return classification
 
 
@@ -251,12 +256,12 @@ def classifications_requeue_stuck(*, older_than: timedelta | None = None) -> dic
     max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
     for classification in stuck:
         if classification.attempts >= max_attempts:
-            reason = classification.error or "the worker stopped or timed out before finishing"
+            reason = classification.error or WORKER_STOPPED
             _fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
             failed += 1
             continue
         if classification.status == Status.RUNNING and not classification.error:
-            classification.error = "the worker stopped or timed out before finishing"
+            classification.error = WORKER_STOPPED
         classification.status = Status.QUEUED
         classification.last_enqueued_at = timezone.now()
         classification.save(update_fields=["status", "error", "last_enqueued_at"])

@@ -19,6 +19,16 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 class ClassifyTask(Task):
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Remember why this attempt is being retried (the next attempt shows it as the last problem)."""
+        classification_id = kwargs.get("classification_id") or (args[0] if args else None)
+        try:
+            services.classification_note_error(
+                classification_id=classification_id, message=f"a temporary error, retried: {exc.__class__.__name__}"
+            )
+        except Exception:  # the database may still be down; the retry itself will tell
+            logger.warning("could not note the retry of classification %s", classification_id)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """The failure hook: whatever went wrong ends the job as failed with a readable reason,
         so a bad job never loops. Retries of transient errors do not come here."""

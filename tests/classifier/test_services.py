@@ -216,3 +216,10 @@ def test_requeue_stuck(settings, media_root, django_capture_on_commit_callbacks)
     assert exhausted.status == Status.FAILED and "3 attempts" in exhausted.error and "Out of memory" in exhausted.error
     assert fresh.status == Status.QUEUED
     assert done.status == Status.DONE
+
+
+def test_taking_over_a_running_job_records_that_the_last_attempt_stopped(media_root):
+    c = ClassificationFactory(status=Status.RUNNING, attempts=1)
+    again = services.classification_start(classification_id=c.id)
+    assert again.attempts == 2 and again.status == Status.RUNNING
+    assert again.error == services.WORKER_STOPPED
