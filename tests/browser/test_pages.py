@@ -42,6 +42,15 @@ def wait(browser, seconds: float = 10) -> WebDriverWait:
     return WebDriverWait(browser, seconds, poll_frequency=0.1)
 
 
+def images_loaded(browser, selector: str) -> int:
+    """How many images matching `selector` have loaded with real pixels (images stream from owner-checked views)."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".filter(function (img) { return img.complete && img.naturalWidth > 0; }).length",
+        selector,
+    )
+
+
 def sign_up(browser, live_server, username: str) -> None:
     browser.get(live_server.url + "/accounts/signup/")
     browser.find_element(By.ID, "id_username").send_keys(username)
@@ -68,8 +77,7 @@ def test_sign_up_upload_and_watch_the_result_arrive(
     assert UUID_PATH.search(browser.current_url).group(1) == job_id
     assert browser.find_element(By.ID, "status").text == "Queued"
     assert browser.find_elements(By.CSS_SELECTOR, "#predictions progress") == []
-    thumbnail = browser.find_element(By.CSS_SELECTOR, ".result-image img")
-    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumbnail) > 0
+    wait(browser).until(lambda b: images_loaded(b, ".result-image img") == 1)
     # A marker that a reload would wipe: the page must update in place.
     browser.execute_script("window.__noReload = true;")
     screenshot("result-queued")
@@ -118,8 +126,7 @@ def test_upload_several_then_delete_one_from_history(
     rows = browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")
     assert len(rows) == 3
     assert "notes.png: The file is not an image" in browser.find_element(By.CSS_SELECTOR, ".messages").text
-    for img in browser.find_elements(By.CSS_SELECTOR, "img.thumb"):
-        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+    wait(browser).until(lambda b: images_loaded(b, "img.thumb") == 3)
     screenshot("history")
 
     # The delete button asks first; dismissing keeps the row, accepting deletes it.
