@@ -1,0 +1,123 @@
+import json
+import shlex
+
+import numpy as np
+import pytest
+import torch
+
+import ml.data
+from ml import export
+from ml.checkpoint import load_model
+from ml.evaluate import member_info
+from ml.models import build_model
+from tests.ml.fakemodels import VAL_PER_CLASS, tiny_runs
+from worker.runtime.bundle import BundleError, load_bundle, read_manifest
+
+CLASSES = ["a", "b", "c", "d", "e"]
+
+
+def trained_like(seed: int) -> torch.nn.Module:
+    """A tiny ResNet with non-trivial batch-norm statistics, so eval mode differs from a fresh init."""
+    torch.manual_seed(seed)
+    model = build_model("resnet20", num_classes=len(CLASSES), width=0.25)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    return model.eval()
+
+
+MEANS = [([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]), ([0.5, 0.5, 0.5], [0.2, 0.3, 0.25])]
+
+
+def eager(model: torch.nn.Module, images: torch.Tensor, mean, std, flip: bool) -> torch.Tensor:
+    x = images.float() / 255.0
+    x = (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
+    with torch.no_grad():
+        p = torch.softmax(model(x), dim=1)
+        if flip:
+            p = 0.5 * (p + torch.softmax(model(x.flip(3)), dim=1))
+    return p
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(8, 3, 32, 32), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+@pytest.mark.parametrize("n_members", [1, 2])
+def test_exported_module_equals_eager_softmax(tmp_path, images, flip_tta, n_members):
+    models = [trained_like(seed) for seed in range(n_members)]
+    members = [(m, {"arch": "resnet20", "mean": MEANS[i][0], "std": MEANS[i][1]}) for i, m in enumerate(models)]
+    export.export_bundle(members, tmp_path / "b", classes=CLASSES, name="t", version="t-1", flip_tta=flip_tta)
+    bundle = load_bundle(tmp_path / "b")
+    expected = sum(eager(m, images, *MEANS[i], flip=flip_tta) for i, m in enumerate(models)) / n_members
+    got = bundle.predict(images)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert torch.allclose(got.sum(1), torch.ones(len(images)), atol=1e-5)
+    assert bundle.manifest.extra["flip_tta"] is flip_tta and len(bundle.manifest.members) == n_members
+    if flip_tta:  # the flip really changes the answer, so the comparison above tests it
+        assert not torch.allclose(
+            got, sum(eager(m, images, *MEANS[i], flip=False) for i, m in enumerate(models)) / n_members
+        )
+
+
+def test_tampered_module_is_refused(tmp_path):
+    export.export_bundle(
+        [(trained_like(0), {"mean": MEANS[0][0], "std": MEANS[0][1]})],
+        tmp_path / "b",
+        classes=CLASSES,
+        name="t",
+        version="t-1",
+    )
+    load_bundle(tmp_path / "b")  # intact: loads
+    module = tmp_path / "b" / "model.pt"
+    data = bytearray(module.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    module.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        load_bundle(tmp_path / "b")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    runs = tiny_runs(tmp_path_factory)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", runs["cache"])
+        yield runs
+
+
+def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, capsys):
+    a, b = (str(p) for p in tiny["ckpts"])
+    out = tmp_path / "bundles" / "tiny-ens"
+    argv = [a, b, "--out", str(out), "--version", "tiny-ens-1", "--flip-tta"]
+    export.main(argv)
+    manifest = read_manifest(out)
+    assert manifest.name == "tiny-ens" and manifest.version == "tiny-ens-1"
+    assert manifest.command == shlex.join(["python", "-m", "ml", "export", *argv])
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert manifest.metrics["accuracy"] == report["accuracy"] and manifest.metrics["n"] == 4 * VAL_PER_CLASS
+    assert set(manifest.metrics) >= {"accuracy", "top4", "macro_f1", "ece", "nll", "n", "split"}
+    assert "validation split (5 per class, seed 0)" in manifest.metrics["split"]
+    for member, ckpt in zip(manifest.members, (a, b), strict=True):
+        assert member["arch"] == "resnet20" and member["checkpoint"] == ckpt
+        assert member["params"] > 0 and member["macs"] > 0 and member["model_options"]["width"] == 0.25
+        assert "val_acc" in member["metrics"]
+    for f in ("report.md", "confusion_matrix.png", "reliability.png", "misclassified.png", "training_curves.png"):
+        assert (out / "report" / f).is_file(), f
+    # the report is of the exported module: the eager members, flip-averaged, give the same probabilities
+    loaded = [load_model(p) for p in (a, b)]
+    from ml.evaluate import load_eval_data
+
+    data, _ = load_eval_data(member_info(loaded[0][1], a)["data"], "val")
+    expected = sum(eager(m, torch.from_numpy(data.images), c["mean"], c["std"], flip=True) for m, c in loaded) / 2
+    np.testing.assert_allclose(np.load(out / "report" / "predictions.npz")["probs"], expected.numpy(), atol=1e-5)
+    # a second export to the same folder needs --overwrite
+    with pytest.raises(SystemExit):
+        export.main([a, "--out", str(out)])
+    assert "--overwrite" in capsys.readouterr().err
+    export.main([a, "--out", str(out), "--overwrite", "--no-report"])
+    assert read_manifest(out).metrics == {} and not (out / "report").exists()
