@@ -90,7 +90,8 @@ def _human_size(n: int) -> str:
 
 
 def _megapixels(n: float) -> str:
-    return f"{n / 1e6:.1f}".removesuffix(".0")
+    value = n / 1e6
+    return f"{value:.1f}".removesuffix(".0") if value >= 0.1 else f"{value:.2g}"
 
 
 def _bomb_message(exc: Exception, max_pixels: int) -> str:
@@ -151,6 +152,15 @@ def _load(im: Image.Image, max_pixels: int) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(_bomb_message(exc, max_pixels)) from exc
     except Exception as exc:  # OSError "truncated", SyntaxError, struct.error, EOFError, ...
+        raise ImageRejected(MSG_CORRUPT) from exc
+
+
+def _verify_png_checksums(data: bytes) -> None:
+    """Check every chunk's CRC: decoding alone can turn damaged image data into garbage pixels."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            im.verify()
+    except Exception as exc:
         raise ImageRejected(MSG_CORRUPT) from exc
 
 
@@ -234,6 +244,8 @@ def inspect_upload(
     # Decode at reduced JPEG scale: every byte of the stream is still read (see _draft).
     _draft(im, (512, 512))
     _load(im, max_pixels)
+    if im.format == "PNG":
+        _verify_png_checksums(data)
     try:
         frames = int(getattr(im, "n_frames", 1))
     except Exception:  # a broken later frame; only the first one is ever used

@@ -7,6 +7,8 @@
 Nothing here touches CUDA until the first `predict` (or an explicit `load` or `.device`), so a
 Celery parent process that imports this module and then forks its pool stays CUDA-free. After a
 fork, the child forgets every predictor it inherited (`os.register_at_fork`) and loads its own.
+A parent should never predict before forking: on Linux torch's CPU thread pool (GNU OpenMP)
+hangs in a child of a process that used it, so such a child is pinned to one thread and warned.
 ``WORKER_TORCH_THREADS`` (environment) sets torch's intra-op thread count in the process that
 loads a model; unset, torch's default is kept. This module imports no Django.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from pathlib import Path
 
@@ -29,8 +32,19 @@ THREADS_ENV = "WORKER_TORCH_THREADS"
 Prediction = list[tuple[str, float]]
 
 
+# GNU OpenMP (torch's CPU thread pool on Linux) cannot be used in a child forked from a process
+# that already ran a parallel region: the child's first multi-threaded op hangs forever. A child
+# of such a parent is therefore kept at one thread (see _after_fork_in_child), with a warning.
+_ran_multithreaded = False  # this process ran a prediction with more than one torch thread
+_single_thread_after_fork = False  # this process was forked from one that had
+
+
 def configure_threads() -> int:
     """Apply WORKER_TORCH_THREADS if set; return the thread count torch now uses."""
+    if _single_thread_after_fork:
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        return 1
     value = os.environ.get(THREADS_ENV, "").strip()
     if value:
         try:
@@ -105,6 +119,14 @@ class Predictor:
         if self._bundle is None:
             with self._lock:
                 if self._bundle is None:
+                    if _single_thread_after_fork:
+                        warnings.warn(
+                            f"loading {self.bundle_dir} single-threaded: this process was forked from one that had "
+                            "already run a model on several threads, and torch's OpenMP pool hangs after such a "
+                            "fork. Load models only in the worker processes (get_predictor is lazy).",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
                     configure_threads()
                     bundle = load_bundle(self.bundle_dir, self.device)
                     self._manifest = bundle.manifest
@@ -128,6 +150,9 @@ class Predictor:
             raise ValueError(f"images are {tuple(batch.shape[2:])} (H, W); this bundle takes {expected}")
         if batch.shape[0] == 0:
             return torch.zeros(0, len(self.classes))
+        global _ran_multithreaded
+        if bundle.device.type == "cpu" and torch.get_num_threads() > 1:
+            _ran_multithreaded = True
         chunks = [bundle.predict(chunk) for chunk in torch.split(batch, self.max_batch)]
         return torch.cat(chunks)
 
@@ -179,11 +204,14 @@ def clear_cache() -> None:
 def _after_fork_in_child() -> None:
     # The child must not use the parent's CUDA context or its module copy; locks held by
     # parent threads at fork time would never be released in the child, so renew them too.
-    global _cache_lock
+    global _cache_lock, _single_thread_after_fork
     _cache_lock = threading.Lock()
     _cache.clear()
     for predictor in list(_live_predictors):
         predictor._forget()
+    if _ran_multithreaded or _single_thread_after_fork:
+        _single_thread_after_fork = True
+        torch.set_num_threads(1)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
