@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from classifier import selectors, services
 from classifier.errors import ApplicationError
 from classifier.models import Classification
+from classifier.throttling import UploadIPThrottle
 
 ERROR_RESPONSE = inline_serializer(
     "Error",
@@ -110,7 +111,8 @@ class ClassificationCollectionApi(APIView):
     def get_throttles(self):
         if self.request.method == "POST":
             self.throttle_scope = "classification_create"
-            return [ScopedRateThrottle()]
+            # Per user (scoped) and per client IP; the HTML upload form shares both budgets.
+            return [ScopedRateThrottle(), UploadIPThrottle()]
         return super().get_throttles()
 
     @extend_schema(

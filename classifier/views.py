@@ -5,6 +5,7 @@ Views stay thin: reads go through `classifier.selectors`, writes through `classi
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from classifier import selectors, services
 from classifier.errors import ApplicationError
 from classifier.forms import ACCEPTED_TYPES, HistoryFilterForm, SignUpForm, UploadForm
 from classifier.models import Classification
+from classifier.throttling import upload_throttle_wait
 
 HISTORY_PAGE_SIZE = 20
 
@@ -115,6 +117,16 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (wait := upload_throttle_wait(request)) is not None:
+        seconds = math.ceil(wait)
+        context = {
+            "form": UploadForm(),
+            "throttled_seconds": seconds,
+            "accept": ACCEPTED_TYPES,
+        }
+        response = render(request, "classifier/upload.html", context, status=429)
+        response["Retry-After"] = str(seconds)
+        return response
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     rejected: list[tuple[str, str]] = []
     if request.method == "POST" and form.is_valid():

@@ -209,3 +209,25 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# ----------------------------------------------------------------------------- security (helper A2)
+# Content-Security-Policy on every response (classifier/middleware.py): same-origin only, no inline
+# scripts; the admin and Swagger UI additionally get inline styles and data: images.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "classifier.middleware.ContentSecurityPolicyMiddleware",
+)
+# Django's defaults, stated so a test and a reader can rely on them.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+# Upload throttles (classifier/throttling.py): per user ("classification_create", above) and per client IP,
+# shared by the API and the HTML upload form.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["classification_create_ip"] = env("API_UPLOAD_IP_RATE", default="300/min")
+# The client IP is REMOTE_ADDR, or NUM_PROXIES hops back in X-Forwarded-For behind that many trusted proxies.
+# DRF's default (None) trusts the whole header, which a client can forge to dodge the per-IP throttle.
+REST_FRAMEWORK["NUM_PROXIES"] = env.int("NUM_PROXIES", default=0)
+# Swagger UI must not send our schema to the public validator (and the CSP would block its badge).
+SPECTACULAR_SETTINGS["SWAGGER_UI_SETTINGS"] = {"deepLinking": True, "validatorUrl": None}

@@ -10,12 +10,22 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)  # usually done by the proxy
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)  # enable once the site is HTTPS-only
 
 # gunicorn serves static files itself through whitenoise (collected at image build time).
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
 )
 STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
+
+# ----------------------------------------------------------------------------- security (helper A2)
+# HTTPS only: `manage.py check --deploy` is clean with these defaults (tests/security/test_deploy.py).
+# HSTS for a year, subdomains included, eligible for browser preload lists (the header alone does not
+# submit the site; set SECURE_HSTS_PRELOAD=false if the domain must never be preloaded).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+# Plain-HTTP requests are redirected to HTTPS (the proxy says which is which, SECURE_PROXY_SSL_HEADER),
+# except the container health check, which fetches the schema over HTTP inside the compose network.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[r"^api/v1/schema/$"])

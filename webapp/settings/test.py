@@ -25,3 +25,15 @@ WORKER_TEST_DELAY_SECONDS = env.float("WORKER_TEST_DELAY_SECONDS", default=0.0)
 # Uploads from tests never land in the project's media/ folder; tests that look at files use the
 # media_root fixture (a fresh folder per test). The e2e tests pass MEDIA_ROOT on to the worker.
 MEDIA_ROOT = env("MEDIA_ROOT", default=str(Path(tempfile.gettempdir()) / "cifar-classifier-test-media"))
+
+# ----------------------------------------------------------------------------- security (helper A2)
+# Functional tests all come from 127.0.0.1 and SQLite reuses user ids after a rollback, so real upload
+# rates would make them fail at random; tests/security/test_throttling.py sets low rates itself.
+from .base import REST_FRAMEWORK  # noqa: E402
+
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update(
+    {
+        "classification_create": env("API_UPLOAD_RATE", default="100000/min"),
+        "classification_create_ip": env("API_UPLOAD_IP_RATE", default="100000/min"),
+    }
+)
