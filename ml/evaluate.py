@@ -9,7 +9,7 @@ checkpoint's training config (for a bundle: from its manifest), so the report is
 model never trained on. ``--split train`` is the complement, ``all`` the whole source, ``test``
 the source's test set (CIFAR archives, or a folder holding train/ and test/).
 
-Writes to ``--out`` (default: ``<checkpoint dir>/eval-<split>`` or ``<bundle>/report``):
+Writes to ``--out`` (default: ``runs/<run>/<checkpoint>-eval-<split>``, or ``reports/<bundle>-eval-<split>``):
 report.json (accuracy, top-5, macro and per-class precision/recall/F1, confusion matrix, most-confused
 pairs, ECE with its bins, NLL, data and model info), report.md, predictions.npz (probabilities and
 labels, for ``python -m ml compare``), confusion_matrix.png, reliability.png, misclassified.png and,
@@ -129,13 +129,17 @@ def _checkpoint_predictor(path: Path) -> Predictor:
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(infer(model, x, mean, std, batch_size=len(x) or 1), dim=1)
 
+    spec = data_spec_from_config(ckpt.get("config") or {})
+    recorded = (ckpt.get("data") or {}).get("source")  # absolute path resolved at training time
+    if spec.get("data") and not Path(spec["data"]).exists() and recorded and Path(recorded).exists():
+        spec["data"] = recorded  # the config's path was relative to another working directory
     csv_path = path.parent / "metrics.csv"
     return Predictor(
         path=str(path),
         kind="checkpoint",
         classes=list(ckpt["classes"]),
         predict_fn=predict_fn,
-        data_spec=data_spec_from_config(ckpt.get("config") or {}),
+        data_spec=spec,
         info=member_info(ckpt, path),
         metrics_csvs=[(path.parent.name, csv_path)] if csv_path.is_file() else [],
     )
