@@ -431,3 +431,13 @@ def test_infer_returns_cpu_float_logits() -> None:
     logits = ml.train.infer(model, images, torch.tensor([0.5] * 3), torch.tensor([0.25] * 3), batch_size=2)
     assert logits.shape == (5, 10) and logits.dtype == torch.float32 and model.training
     assert not math.isnan(logits.sum().item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_bf16_channels_last(shared_image_folder: Path, tmp_path: Path, ml_cache) -> None:
+    run = Path(train(config(shared_image_folder, tmp_path, device="cuda", epochs=2))["run_dir"])
+    ckpt = read_checkpoint(run / "checkpoint.pt")
+    assert all(v.device.type == "cpu" for v in ckpt["state_dict"].values())
+    assert ckpt["state_dict"]["fc.weight"].dtype == torch.float32  # autocast leaves the weights in fp32
+    rows = metrics(run)
+    assert len(rows) == 2 and all(math.isfinite(float(r["val_loss"])) for r in rows)
