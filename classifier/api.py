@@ -98,8 +98,10 @@ class ClassificationCollectionApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=Classification.Status.choices, required=False)
-        label = serializers.CharField(required=False, max_length=64)
+        # An empty value (?status=&label=, as an HTML form sends) means "no filter"; allow_blank
+        # says so in the schema too.
+        status = serializers.ChoiceField(choices=Classification.Status.choices, required=False, allow_blank=True)
+        label = serializers.CharField(required=False, allow_blank=True, max_length=64)
 
     class CreateInputSerializer(serializers.Serializer):
         image = serializers.FileField(allow_empty_file=True, use_url=False)
@@ -107,6 +109,9 @@ class ClassificationCollectionApi(APIView):
     class Pagination(PageNumberPagination):
         page_size_query_param = "page_size"
         max_page_size = 100
+
+    # Read by drf-spectacular: it documents the page/page_size parameters and the paginated body.
+    pagination_class = Pagination
 
     def get_throttles(self):
         if self.request.method == "POST":
@@ -118,13 +123,18 @@ class ClassificationCollectionApi(APIView):
     @extend_schema(
         operation_id="classifications_list",
         parameters=[FilterSerializer],
-        responses={200: ClassificationOutputSerializer(many=True), 400: ERROR_RESPONSE, 401: ERROR_RESPONSE},
+        responses={
+            200: ClassificationOutputSerializer(many=True),
+            400: ERROR_RESPONSE,
+            401: ERROR_RESPONSE,
+            404: OpenApiResponse(ERROR_RESPONSE, description="No such page"),
+        },
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         qs = selectors.classification_list(user=request.user, filters=filters.validated_data)
-        paginator = self.Pagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = ClassificationOutputSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -138,6 +148,7 @@ class ClassificationCollectionApi(APIView):
             400: OpenApiResponse(ERROR_RESPONSE, description="Not an image we accept (message says why)"),
             401: ERROR_RESPONSE,
             413: ERROR_RESPONSE,
+            415: OpenApiResponse(ERROR_RESPONSE, description="The body is not multipart/form-data"),
             429: ERROR_RESPONSE,
         },
     )
@@ -158,7 +169,12 @@ class ClassificationItemApi(APIView):
     @extend_schema(
         operation_id="classifications_retrieve",
         parameters=[WaitInputSerializer],
-        responses={200: ClassificationOutputSerializer, 401: ERROR_RESPONSE, 404: ERROR_RESPONSE},
+        responses={
+            200: ClassificationOutputSerializer,
+            400: OpenApiResponse(ERROR_RESPONSE, description="Bad wait parameter"),
+            401: ERROR_RESPONSE,
+            404: ERROR_RESPONSE,
+        },
     )
     def get(self, request: Request, classification_id: str) -> Response:
         wait = WaitInputSerializer(data=request.query_params)
@@ -195,7 +211,7 @@ class TokenObtainApi(APIView):
     @extend_schema(
         operation_id="auth_token_create",
         request=InputSerializer,
-        responses={200: OutputSerializer, 400: ERROR_RESPONSE, 429: ERROR_RESPONSE},
+        responses={200: OutputSerializer, 400: ERROR_RESPONSE, 415: ERROR_RESPONSE, 429: ERROR_RESPONSE},
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
