@@ -1,0 +1,187 @@
+"""Benchmark of the inference runtime on the CPU: one image end to end, and batched throughput.
+
+    python -m benchmarks.runtime [--bundle bundles/default] [--runs 200] [--batches 64 256]
+
+What it measures, all in this one run and on the same bundle:
+
+* latency of one image end to end (JPEG bytes -> `decode_for_model` -> `Predictor.predict`),
+  median and p95 over ``--runs``, for a CIFAR-sized 32x32 JPEG, a 640x480 photo and a 4000x3000
+  photo; against the baseline of the raw TorchScript forward of one pre-decoded image;
+* throughput in images/s with batches of ``--batches`` (decode + predict, and predict alone on
+  pre-decoded arrays), against the baseline of the same images one at a time.
+
+It prints the hardware (CPUs, load average, torch version and threads) because the numbers mean
+nothing without it. This is a benchmark: it prints numbers and asserts nothing. The bundle is
+``--bundle``, else ``bundles/default``; ``--tiny`` exports a random-init ResNet-20 (width 0.25)
+into a temporary folder instead, to try the script without a trained bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from worker.runtime.images import decode_for_model
+from worker.runtime.predictor import Predictor, configure_threads
+
+DEFAULT_BUNDLE = Path("bundles/default")
+
+
+def photo_jpeg(width: int, height: int, seed: int) -> bytes:
+    """A photo-like JPEG (smooth gradients, soft blobs, a little noise) of the given size."""
+    rng = np.random.default_rng(seed)
+    small_w, small_h = 96, 72
+    y, x = np.mgrid[0:small_h, 0:small_w].astype(np.float32)
+    base = np.stack([x / small_w, y / small_h, 1 - x / small_w], axis=-1) * 200
+    for _ in range(8):
+        cy, cx, r = rng.uniform(0, small_h), rng.uniform(0, small_w), rng.uniform(4, 20)
+        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))[..., None]
+        base = base * (1 - blob) + rng.uniform(0, 255, 3) * blob
+    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+    noisy = np.asarray(im, dtype=np.int16) + rng.integers(-6, 7, (height, width, 3), dtype=np.int16)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def cifar_jpegs(n: int) -> list[bytes]:
+    """Real 32x32 CIFAR-10 JPEGs when the data set is on this machine, else generated ones."""
+    root = Path("/work/shared/datasets/cifar10-jpeg/train")
+    files = sorted(root.glob("*/*.jpg"))[:: max(1, 50000 // max(n, 1))][:n] if root.is_dir() else []
+    if len(files) == n:
+        return [f.read_bytes() for f in files]
+    return [photo_jpeg(32, 32, seed=i) for i in range(n)]
+
+
+def timed(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:8.2f} ms"
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
+def tiny_bundle(directory: Path) -> Path:
+    from ml.export import export_bundle
+    from ml.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, width=0.25)
+    out = directory / "tiny"
+    export_bundle(
+        [(model, {"arch": "resnet20", "width": 0.25, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})],
+        out,
+        classes=[f"class{i}" for i in range(10)],
+        name="benchmark-tiny",
+        version="benchmark-tiny-0",
+        command="python -m benchmarks.runtime --tiny",
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=None, help=f"model bundle folder (default {DEFAULT_BUNDLE})")
+    parser.add_argument("--tiny", action="store_true", help="benchmark a random-init tiny ResNet-20 bundle instead")
+    parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes for throughput")
+    parser.add_argument("--batch-repeats", type=int, default=5, help="timed repeats per batch size")
+    args = parser.parse_args(argv)
+
+    tmp = tempfile.TemporaryDirectory()
+    if args.tiny:
+        bundle_dir = tiny_bundle(Path(tmp.name))
+    else:
+        bundle_dir = args.bundle or DEFAULT_BUNDLE
+        if not bundle_dir.is_dir():
+            parser.error(f"no model bundle at {bundle_dir}; pass --bundle <dir> or --tiny")
+
+    threads = configure_threads()
+    predictor = Predictor(bundle_dir, device="cpu", max_batch=max(args.batches))
+    module = predictor.load().module
+    height, width = predictor.input_size
+
+    print("== hardware")
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {affinity} usable")
+    print(f"load average (1, 5, 15 min) at start: {load}  (other work on the machine slows every number below)")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, intra-op threads {threads}")
+    print(
+        f"bundle: {bundle_dir} (version {predictor.version}, {len(predictor.classes)} classes, input {height}x{width})"
+    )
+
+    # --------------------------------------------------------------------- latency, one image
+    print(f"\n== latency of one image, {args.runs} runs after {args.warmup} warm-up")
+    one = torch.from_numpy(decode_for_model(cifar_jpegs(1)[0], (height, width)))[None]
+    with torch.inference_mode():
+        raw = timed(lambda: module(one), args.runs, args.warmup)
+    base = statistics.median(raw)
+    print(f"{'baseline: raw module forward, pre-decoded':44s} median {ms(base)}  p95 {ms(p95(raw))}")
+    inputs = {
+        "CIFAR 32x32 JPEG": cifar_jpegs(1)[0],
+        "photo 640x480 JPEG": photo_jpeg(640, 480, seed=1),
+        "photo 4000x3000 JPEG": photo_jpeg(4000, 3000, seed=2),
+    }
+    for name, data in inputs.items():
+        decode = timed(lambda data=data: decode_for_model(data, (height, width)), args.runs, args.warmup)
+        end_to_end = timed(
+            lambda data=data: predictor.predict([decode_for_model(data, (height, width))]), args.runs, args.warmup
+        )
+        med = statistics.median(end_to_end)
+        print(
+            f"{'end to end: ' + name + f' ({len(data) // 1024} KiB)':44s} median {ms(med)}  p95 {ms(p95(end_to_end))}"
+            f"  = {med / base:5.1f}x baseline; decode alone median {ms(statistics.median(decode))}"
+        )
+
+    # --------------------------------------------------------------------- throughput, batches
+    print(f"\n== throughput (images/s), best and median of {args.batch_repeats} repeats")
+    n = max(args.batches)
+    jpegs = cifar_jpegs(n)
+    arrays = [decode_for_model(d, (height, width)) for d in jpegs]
+    sample = arrays[: min(n, 64)]
+    singles = timed(lambda: [predictor.predict([a]) for a in sample], max(1, args.batch_repeats), 1)
+    single_rate = len(sample) / statistics.median(singles)
+    print(f"{'baseline: predict one at a time (pre-decoded)':52s} {single_rate:9.1f} images/s (median)")
+    for batch in args.batches:
+        jp, ar = jpegs[:batch], arrays[:batch]
+        predict_only = timed(lambda ar=ar: predictor.predict(ar), args.batch_repeats, 1)
+        full = timed(
+            lambda jp=jp: predictor.predict([decode_for_model(d, (height, width)) for d in jp]), args.batch_repeats, 1
+        )
+        for label, times in (
+            (f"batch {batch}: predict (pre-decoded)", predict_only),
+            (f"batch {batch}: decode + predict", full),
+        ):
+            best, med = batch / min(times), batch / statistics.median(times)
+            print(f"{label:52s} {med:9.1f} images/s (median), best {best:9.1f}  = {med / single_rate:5.1f}x baseline")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
