@@ -14,7 +14,7 @@ appended, a GIF with HTML after its trailer) is classified: its pixels are a fin
 keeps it harmless is that nothing serves the stored bytes under a type a browser would sniff
 into HTML; the thumbnail is re-encoded from pixels, so the appended payload does not survive into
 it (the tests check that). A file whose image header is a disguise (the GIF/JavaScript trick,
-``GIF89a/*...*/``) is not an image Pillow can parse and is refused.
+``GIF89a/*...*/``) starts like a GIF but does not parse as one, and is refused as corrupt.
 """
 
 from __future__ import annotations
@@ -220,6 +220,29 @@ def case_specs() -> list[tuple[dict, Callable[[], bytes]]]:
         note="stored 80x40 left red / right blue; displayed 40x80 top red / bottom blue",
     )
     classify(
+        "mpo_camera",
+        "IMG_0001.JPG",
+        lambda: encode(base, "MPO", save_all=True, append_images=[base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]),
+        "jpg",
+        (160, 120),
+        frames=2,
+        note="multi-picture JPEG as phone cameras write it; Pillow calls it MPO",
+    )
+    webp_rgba = np.zeros((64, 64, 4), np.uint8)
+    webp_rgba[:, 32:] = (255, 0, 0, 255)  # left half transparent, right half red
+    classify(
+        "webp_alpha", "alpha.webp", encode(Image.fromarray(webp_rgba, "RGBA"), "WEBP", lossless=True), "webp", (64, 64)
+    )
+    classify(
+        "animated_webp",
+        "anim.webp",
+        lambda: encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True),
+        "webp",
+        (48, 48),
+        frames=3,
+        note="first frame is red",
+    )
+    classify(
         "huge_photo", "huge.jpg", lambda: encode(photo(6000, 4000, seed=2), "JPEG", quality=85), "jpg", (6000, 4000)
     )
     classify("one_pixel", "dot.png", encode(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG"), "png", (1, 1))
@@ -247,12 +270,17 @@ def case_specs() -> list[tuple[dict, Callable[[], bytes]]]:
     )
     gif_js = b"GIF89a/*\x0a\x00\x80\x00\x00" + b"*/=1;alert(document.cookie);//" + bytes(64)
     reject(
-        "polyglot_gif_js", "gif-js.gif", gif_js, "not_image", MSG_NOT_IMAGE, note="GIF header that is really JavaScript"
+        "polyglot_gif_js", "gif-js.gif", gif_js, "corrupt", MSG_CORRUPT, note="a GIF header that is really JavaScript"
     )
 
     # --- broken
     reject("truncated_jpeg", "cut.jpg", jpeg[: len(jpeg) * 6 // 10], "corrupt", MSG_CORRUPT)
     reject("truncated_png", "cut.png", png[: len(png) * 6 // 10], "corrupt", MSG_CORRUPT)
+    reject("truncated_gif", "cut.gif", encode(base, "GIF")[:1500], "corrupt", MSG_CORRUPT)
+    reject("truncated_webp", "cut.webp", encode(base, "WEBP", quality=90)[:600], "corrupt", MSG_CORRUPT)
+    reject(
+        "truncated_tiff", "cut.tif", encode(base, "TIFF")[:30000], "corrupt", MSG_CORRUPT, note="strips past the end"
+    )
     reject("zero_bytes", "empty.jpg", b"", "empty", MSG_EMPTY)
 
     # --- too big, in pixels (decided from the header) or in bytes (decided before parsing)

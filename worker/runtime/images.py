@@ -110,6 +110,14 @@ def _check_bytes(data: bytes, max_bytes: int | None) -> None:
         raise ImageRejected(f"The file is {size}; the limit is {limit}.")
 
 
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _has_image_signature(data: bytes) -> bool:
+    """Starts like one of the accepted formats: then a parse failure means damage, not a wrong type."""
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
 def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     """Parse the header only, and refuse unknown formats and too many pixels."""
     try:
@@ -118,7 +126,7 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(_bomb_message(exc, max_pixels)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageRejected(MSG_NOT_IMAGE) from exc
+        raise ImageRejected(MSG_CORRUPT if _has_image_signature(data) else MSG_NOT_IMAGE) from exc
     except Exception as exc:  # a plugin choking on a malformed header
         raise ImageRejected(MSG_CORRUPT) from exc
     if im.format not in FORMATS:

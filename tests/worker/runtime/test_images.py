@@ -154,9 +154,16 @@ def test_cmyk_greyscale_and_one_pixel_become_rgb(hostile_corpus: dict[str, Case]
     assert (dot.reshape(3, -1) == np.array([[10], [200], [30]])).all()
 
 
-def test_animated_gif_uses_its_first_frame(hostile_corpus: dict[str, Case]) -> None:
-    arr = decode_for_model(hostile_corpus["animated_gif"].read())
-    assert (arr.reshape(3, -1) == np.array([[255], [0], [0]])).all()
+def test_animations_use_their_first_frame(hostile_corpus: dict[str, Case]) -> None:
+    for name in ("animated_gif", "animated_webp"):
+        arr = decode_for_model(hostile_corpus[name].read())
+        assert (arr.reshape(3, -1) == np.array([[255], [0], [0]])).all(), name
+
+
+def test_webp_alpha_is_flattened_on_white(hostile_corpus: dict[str, Case]) -> None:
+    arr = decode_for_model(hostile_corpus["webp_alpha"].read())
+    assert pixel(arr, 16, 4) == (255, 255, 255)
+    assert pixel(arr, 16, 28) == (255, 0, 0)
 
 
 def test_non_square_target_size_is_height_width() -> None:
