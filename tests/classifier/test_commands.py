@@ -37,3 +37,11 @@ def test_requeue_stuck_command(media_root, django_capture_on_commit_callbacks, s
 def test_requeue_stuck_refuses_negative_age():
     with pytest.raises(CommandError, match="negative"):
         call_command("requeue_stuck", "--older-than", "-1")
+
+
+def test_deadline_check(settings):
+    from classifier.apps import check_job_deadlines
+
+    assert check_job_deadlines() == []
+    settings.CLASSIFICATION_STUCK_AFTER_SECONDS = settings.CLASSIFY_TIME_LIMIT
+    assert [e.id for e in check_job_deadlines()] == ["classifier.E001"]

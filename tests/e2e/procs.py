@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from glob import glob
@@ -190,11 +191,19 @@ class PrivatePostgres:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, **kwargs)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
 
     def init(self) -> PrivatePostgres:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
+            # the postgres user must be able to reach its folder
+            for parent in self.workdir.parents:
+                if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
+                    break
+                os.chmod(parent, os.stat(parent).st_mode | 0o711)
             shutil.chown(self.workdir, "postgres")
             os.chmod(self.workdir, 0o700)
         self._run(["initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])

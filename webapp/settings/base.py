@@ -144,8 +144,8 @@ CLASSIFY_TIME_LIMIT = env.int("CLASSIFY_TIME_LIMIT", default=90)
 
 # ----------------------------------------------------------------------------- Celery
 # Without a broker, tasks run in-process (eager): the one-command development mode.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_ALWAYS_EAGER = not env("CELERY_BROKER_URL", default="")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or "memory://"
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
