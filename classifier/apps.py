@@ -28,6 +28,8 @@ def check_job_deadlines(app_configs=None, **kwargs) -> list[checks.CheckMessage]
         )
     if not 0 < settings.CLASSIFY_SOFT_TIME_LIMIT < hard_limit:
         errors.append(
-            checks.Error("CLASSIFY_SOFT_TIME_LIMIT must be positive and below CLASSIFY_TIME_LIMIT.", id="classifier.E002")
+            checks.Error(
+                "CLASSIFY_SOFT_TIME_LIMIT must be positive and below CLASSIFY_TIME_LIMIT.", id="classifier.E002"
+            )
         )
     return errors
