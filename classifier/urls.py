@@ -8,6 +8,7 @@ app_name = "classifier"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/signup/", views.signup, name="signup"),
     path("upload/", views.upload, name="upload"),
     path("classifications/", views.history, name="history"),

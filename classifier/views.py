@@ -16,6 +16,7 @@ from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
@@ -91,6 +92,12 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 
 
 # --- pages ---------------------------------------------------------------------------------
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    # Browsers ask for /favicon.ico on pages that do not name an icon (the admin, Swagger UI).
+    return redirect(static("img/favicon.svg"), permanent=True)
 
 
 @require_GET

@@ -42,6 +42,7 @@ def browser() -> Iterator[object]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to read CSP violations from the console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -62,3 +63,8 @@ def screenshot(browser) -> object:
             browser.save_screenshot(str(Path(directory) / f"{name}.png"))
 
     return take
+
+
+def console_errors(browser) -> list[str]:
+    """Console errors since the last call (CSP violations, failed loads, script errors)."""
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -17,6 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from classifier import services
 from classifier.models import Classification
+from tests.browser.conftest import console_errors
 from tests.conftest import CIFAR10_CLASSES, make_image_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -104,6 +105,7 @@ def test_sign_up_upload_and_watch_the_result_arrive(
     assert browser.find_element(By.ID, "run-time").text.endswith(" s")
     assert not browser.find_element(By.ID, "pending").is_displayed()
     assert browser.execute_script("return window.__noReload === true")
+    assert console_errors(browser) == []  # no CSP violation, no failed request, no script error
     screenshot("result-done")
 
 
@@ -150,4 +152,5 @@ def test_upload_several_then_delete_one_from_history(
     )
     confidences = [el.text for el in browser.find_elements(By.CSS_SELECTOR, "[data-field=confidence]")]
     assert all(re.fullmatch(r"\d+\.\d%", text) for text in confidences)
+    assert console_errors(browser) == []
     screenshot("history-done")
