@@ -12,6 +12,9 @@ c: only B right); under "equally accurate" each such image is a fair coin, so p 
 binomial probability of a split at least as uneven as (b, c). The bootstrap resamples images (the
 same draw for both models, so the difference is paired) and reports percentile intervals.
 
+Measured on the 2-core CPU dev machine (shared with a training job): two predictions.npz files of 5,000
+images, 10,000 bootstrap replicates: 10 s wall, 4.4 s CPU.
+
 Function API for later studies (ablations over seeds): ``mcnemar_exact(correct_a, correct_b)``,
 ``bootstrap_ci(correct_a, correct_b, n_boot=10_000, seed=0)``, ``mean_std(values)``.
 """

