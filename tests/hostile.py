@@ -2,6 +2,7 @@
 downloaded and nothing is checked in.
 
     cases = build_corpus(tmp_path)          # writes one file per case, returns the cases
+    by_name = shared_corpus()               # or: built once per process, by name
     for case in cases:
         case.path, case.filename, case.expected, case.reason, case.message
 
@@ -19,8 +20,11 @@ it (the tests check that). A file whose image header is a disguise (the GIF/Java
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
 import struct
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -358,3 +362,19 @@ def build_corpus(directory: str | Path) -> list[Case]:
         path.write_bytes(make())
         cases.append(Case(path=path, **fields))
     return cases
+
+
+_built: dict[str, Case] | None = None
+
+
+def shared_corpus() -> dict[str, Case]:
+    """The corpus by name, built once per process into a temporary folder removed at exit.
+
+    Test folders that both need it (tests/worker/runtime, tests/classifier) share one build.
+    """
+    global _built
+    if _built is None:
+        directory = Path(tempfile.mkdtemp(prefix="hostile-corpus-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        _built = {case.name: case for case in build_corpus(directory)}
+    return _built
