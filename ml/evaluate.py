@@ -120,11 +120,18 @@ def member_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
     }
 
 
-def _checkpoint_predictor(path: Path) -> Predictor:
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU. On CUDA, checkpoints run under bf16 autocast (as in
+    training's evaluation), so their numbers can differ from the CPU's in the last digits."""
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def _checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
     from ml.checkpoint import load_model
     from ml.train import infer
 
     model, ckpt = load_model(path)
+    model.to(device)
     mean, std = torch.tensor(ckpt["mean"]), torch.tensor(ckpt["std"])
 
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
@@ -146,10 +153,10 @@ def _checkpoint_predictor(path: Path) -> Predictor:
     )
 
 
-def _bundle_predictor(path: Path) -> Predictor:
+def _bundle_predictor(path: Path, device: torch.device) -> Predictor:
     from worker.runtime.bundle import load_bundle
 
-    bundle = load_bundle(path)
+    bundle = load_bundle(path, device=device)
     manifest = bundle.manifest
     spec = manifest.extra.get("data") or next((m["data"] for m in manifest.members if m.get("data")), None) or {}
     curves = []
@@ -176,13 +183,15 @@ def _bundle_predictor(path: Path) -> Predictor:
     )
 
 
-def load_predictor(path: str | Path) -> Predictor:
-    """A checkpoint file (``ml.train``'s ``best.pt``/``checkpoint.pt``) or a bundle folder."""
+def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """A checkpoint file (``ml.train``'s ``best.pt``/``checkpoint.pt``) or a bundle folder, on ``device``
+    (``auto``: CUDA when available). Probabilities always come back on the CPU."""
     path = Path(path)
+    device = resolve_device(device) if isinstance(device, str) else device
     if path.is_dir():
-        return _bundle_predictor(path)
+        return _bundle_predictor(path, device)
     if path.is_file():
-        return _checkpoint_predictor(path)
+        return _checkpoint_predictor(path, device)
     raise FileNotFoundError(f"{path} is neither a checkpoint file nor a model bundle folder")
 
 
@@ -424,6 +433,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, tta: bool = True) -> Non
     g.add_argument("--val-per-class", type=int, help="images per class held out (default: as in training)")
     g.add_argument("--split-seed", type=int, help="seed of the stratified split (default: as in training)")
     g.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ... (default auto)")
     if tta:
         g.add_argument("--tta", action="store_true", help="average each image's prediction with its mirror image")
 
@@ -456,7 +466,7 @@ def main(argv: list[str]) -> None:
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, args.device)
         dataset, data_desc = data_from_args(predictor.data_spec, args)
         check_classes(predictor.classes, dataset.classes, args.model)
     except (FileNotFoundError, ValueError) as exc:

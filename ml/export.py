@@ -216,7 +216,7 @@ def main(argv: list[str]) -> None:
         return
 
     # evaluate what was written, through the same loader the worker uses (checksum verified)
-    predictor = load_predictor(out)
+    predictor = load_predictor(out, args.device)
     probs = predictor.predict(dataset.images, batch_size=args.batch_size)
     result = evaluate_probs(probs, dataset.labels, classes)
     write_report(
