@@ -141,3 +141,31 @@ def test_missing_model_and_missing_split_give_clear_errors(tiny, tmp_path, capsy
     with pytest.raises(SystemExit):
         evaluate.main([str(tiny["ckpt"]), "--val-per-class", "0"])
     assert "needs a validation split" in capsys.readouterr().err
+
+
+def test_write_report_for_100_classes_without_a_model(tmp_path):
+    rng = np.random.default_rng(0)
+    classes = [f"class_{i}" for i in range(100)]
+    labels = rng.integers(0, 100, size=600)
+    logits = rng.normal(size=(600, 100))
+    logits[np.arange(600), labels] += 3.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    images = rng.integers(0, 256, size=(600, 3, 32, 32), dtype=np.uint8)
+    result = evaluate.evaluate_probs(probs, labels, classes)
+    report = evaluate.write_report(
+        tmp_path,
+        result,
+        probs=probs,
+        labels=labels,
+        images=images,
+        data={"source": "synthetic", "split": "all", "n": 600},
+        title="synthetic",
+        command="test",
+    )
+    assert report["top5"] == pytest.approx(skm.top_k_accuracy_score(labels, probs, k=5, labels=np.arange(100)))
+    assert report["figures"] == ["confusion_matrix.png", "reliability.png", "misclassified.png"]
+    assert report["data"]["description"] == "all images of synthetic: 600 images"
+    assert len(report["most_confused"]) == 10 and report["command"] == "test"
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["accuracy"] == result["accuracy"] and len(saved["per_class"]) == 100
+    assert "| class_99 |" in (tmp_path / "report.md").read_text()
