@@ -95,6 +95,16 @@ def data_spec_from_config(config: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def data_spec_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's training data spec; when the config's (relative) path does not resolve from the
+    current directory, the absolute source recorded at training time is used instead."""
+    spec = data_spec_from_config(ckpt.get("config") or {})
+    recorded = (ckpt.get("data") or {}).get("source")
+    if spec.get("data") and not Path(spec["data"]).exists() and recorded and Path(recorded).exists():
+        spec["data"] = recorded
+    return spec
+
+
 def member_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """What a report or a manifest records about one trained model."""
     from ml.models import build_model, count_flops, count_parameters
@@ -114,7 +124,7 @@ def member_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
         "epoch": int(ckpt["epoch"]) + 1 if "epoch" in ckpt else None,
         "seed": config.get("seed"),
         "metrics": {k: v for k, v in ckpt_metrics.items() if k not in ("params", "macs")},
-        "data": data_spec_from_config(config),
+        "data": data_spec_of(ckpt),
         "mean": list(ckpt["mean"]),
         "std": list(ckpt["std"]),
     }
@@ -137,10 +147,7 @@ def _checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(infer(model, x, mean, std, batch_size=len(x) or 1), dim=1)
 
-    spec = data_spec_from_config(ckpt.get("config") or {})
-    recorded = (ckpt.get("data") or {}).get("source")  # absolute path resolved at training time
-    if spec.get("data") and not Path(spec["data"]).exists() and recorded and Path(recorded).exists():
-        spec["data"] = recorded  # the config's path was relative to another working directory
+    spec = data_spec_of(ckpt)
     csv_path = path.parent / "metrics.csv"
     return Predictor(
         path=str(path),

@@ -169,3 +169,16 @@ def test_write_report_for_100_classes_without_a_model(tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["accuracy"] == result["accuracy"] and len(saved["per_class"]) == 100
     assert "| class_99 |" in (tmp_path / "report.md").read_text()
+
+
+def test_relative_data_path_from_another_directory_falls_back_to_the_recorded_source(tiny, tmp_path):
+    from ml.checkpoint import read_checkpoint, save_checkpoint
+
+    ckpt = read_checkpoint(tiny["ckpt"])
+    assert Path(ckpt["data"]["source"]).resolve() == Path(tiny["data"]).resolve()
+    ckpt["config"]["data"] = "relative/path/that/does/not/resolve/here"
+    moved = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(moved, {k: v for k, v in ckpt.items() if k != "format"})
+    predictor = evaluate.load_predictor(moved)
+    assert Path(predictor.data_spec["data"]).resolve() == Path(tiny["data"]).resolve()
+    assert evaluate.member_info(ckpt, moved)["data"]["data"] == predictor.data_spec["data"]
