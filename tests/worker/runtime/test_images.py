@@ -19,6 +19,7 @@ from worker.runtime.images import (
     decode_for_model,
     inspect_upload,
     make_thumbnail,
+    prepare_upload,
 )
 
 
@@ -260,3 +261,17 @@ def test_corrupt_data_in_the_middle_of_a_png_is_refused() -> None:
     data[middle : middle + 64] = bytes(64)
     with pytest.raises(ImageRejected, match="truncated or corrupt"):
         inspect(bytes(data))
+
+
+# ----------------------------------------------------------------------------- one decode for uploads
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_prepare_upload_equals_inspect_plus_thumbnail(name: str, hostile_corpus: dict[str, Case]) -> None:
+    data = hostile_corpus[name].read()
+    try:
+        expected = (inspect(data), make_thumbnail(data))
+    except ImageRejected as exc:
+        with pytest.raises(ImageRejected) as excinfo:
+            prepare_upload(data, max_bytes=DEFAULT_MAX_BYTES, max_pixels=DEFAULT_MAX_PIXELS)
+        assert str(excinfo.value) == str(exc)
+        return
+    assert prepare_upload(data, max_bytes=DEFAULT_MAX_BYTES, max_pixels=DEFAULT_MAX_PIXELS) == expected
