@@ -41,7 +41,7 @@ def fresh_cache() -> None:
 # ----------------------------------------------------------------------------- predictions
 def test_predict_returns_sorted_top_k_equal_to_the_bundles_probabilities(tiny_bundle: Path) -> None:
     images = random_images(7)
-    results = Predictor(tiny_bundle).predict(images, top_k=5)
+    results = Predictor(tiny_bundle, device="cpu").predict(images, top_k=5)
     full = load_bundle(tiny_bundle).predict(torch.from_numpy(np.stack(images)))  # N x C
     classes = load_bundle(tiny_bundle).classes
     assert len(results) == 7
@@ -58,15 +58,15 @@ def test_predict_returns_sorted_top_k_equal_to_the_bundles_probabilities(tiny_bu
 
 
 def test_top_k_larger_than_the_classes_gives_every_class(tiny_bundle: Path) -> None:
-    (result,) = Predictor(tiny_bundle).predict(random_images(1), top_k=50)
+    (result,) = Predictor(tiny_bundle, device="cpu").predict(random_images(1), top_k=50)
     assert len(result) == 10
     assert abs(sum(p for _, p in result) - 1) < 1e-5
 
 
 def test_batches_of_max_batch_give_the_same_probabilities(tiny_bundle: Path) -> None:
     batch = torch.from_numpy(np.stack(random_images(10, seed=1)))
-    whole = Predictor(tiny_bundle).predict_probs(batch)
-    chunked = Predictor(tiny_bundle, max_batch=3).predict_probs(batch)
+    whole = Predictor(tiny_bundle, device="cpu").predict_probs(batch)
+    chunked = Predictor(tiny_bundle, device="cpu", max_batch=3).predict_probs(batch)
     assert whole.shape == (10, 10)
     assert torch.allclose(whole, chunked, atol=1e-6)
 
@@ -152,7 +152,7 @@ def test_get_predictor_caches_by_resolved_path_and_device(tiny_bundle: Path) -> 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_reuse_the_parents_predictor(tiny_bundle: Path) -> None:
-    parent = get_predictor(tiny_bundle)
+    parent = get_predictor(tiny_bundle, device="cpu")  # CPU: a forked child may not use a parent's CUDA
     expected = parent.predict(random_images(2))
     assert parent.loaded
     read_end, write_end = os.pipe()
@@ -160,7 +160,7 @@ def test_a_forked_child_does_not_reuse_the_parents_predictor(tiny_bundle: Path) 
     if pid == 0:  # the child: report through the pipe, never return into pytest
         status = 0
         try:
-            child = get_predictor(tiny_bundle)
+            child = get_predictor(tiny_bundle, device="cpu")
             report = {
                 "same_object": child is parent,
                 "parent_object_still_loaded": parent.loaded,
@@ -263,6 +263,17 @@ def test_worker_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         assert configure_threads() == torch.get_num_threads()  # unset: left alone
     finally:
         torch.set_num_threads(original)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_default_device_is_cuda_and_agrees_with_the_cpu(tiny_bundle: Path) -> None:
+    batch = torch.from_numpy(np.stack(random_images(16, seed=2)))
+    gpu = Predictor(tiny_bundle)
+    assert gpu.device.type == "cuda"
+    probs_gpu = gpu.predict_probs(batch)
+    probs_cpu = Predictor(tiny_bundle, device="cpu").predict_probs(batch)
+    assert probs_gpu.device.type == "cpu"  # results always come back to the CPU
+    assert torch.allclose(probs_gpu, probs_cpu, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- no Django
