@@ -179,10 +179,12 @@ def training_curves(runs: Sequence[tuple[str, str | Path]], path: str | Path) ->
     """Loss and accuracy against epoch, train (dashed) and validation (solid), one colour per run."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    last_epoch = 1
     for k, (label, csv_path) in enumerate(runs):
         cols = read_metrics_csv(csv_path)
-        if "epoch" not in cols:
+        if "epoch" not in cols or not len(cols["epoch"]):
             continue
+        last_epoch = max(last_epoch, int(np.nanmax(cols["epoch"])))
         colour = colours[k % len(colours)]
         epoch = cols["epoch"]
         prefix = f"{label}: " if len(runs) > 1 else ""
@@ -218,7 +220,11 @@ def training_curves(runs: Sequence[tuple[str, str | Path]], path: str | Path) ->
     ax_acc.set_title("Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if last_epoch <= 15:  # few epochs: one tick each, and room around a lone point
+            ax.set_xticks(range(1, last_epoch + 1))
+            ax.set_xlim(0.5, last_epoch + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.margins(y=0.1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
