@@ -2,8 +2,8 @@
 
 The site's own pages keep every script and style in static files, so they get a strict
 same-origin policy with no inline code at all. Two third-party UIs need inline styles
-(not scripts): the Django admin (style attributes, data: thumbnails) and Swagger UI (a
-<style> block, data: icons); paths matching ``CSP_RELAXED_STYLE_PATHS`` get those two
+(not scripts): the Django admin (style attributes, data: thumbnails), Swagger UI (a
+<style> block, data: icons) and DRF's browsable API (style attributes); paths matching ``CSP_RELAXED_STYLE_PATHS`` get those two
 allowances and nothing more. A response that already carries a policy (the owner-only image
 views send ``default-src 'none'; sandbox``) keeps its own.
 """
@@ -34,7 +34,8 @@ RELAXED_STYLE_ADDITIONS = {
     "img-src": ["data:"],
 }
 
-DEFAULT_RELAXED_STYLE_PATHS = [r"^/admin/", r"^/api/v1/docs/"]
+# The admin, Swagger UI (/api/v1/docs/) and DRF's browsable API (HTML views of /api/ URLs).
+DEFAULT_RELAXED_STYLE_PATHS = [r"^/admin/", r"^/api/"]
 
 
 def build_policy(directives: dict[str, list[str]]) -> str:

@@ -6,12 +6,13 @@ Views stay thin: reads go through `classifier.selectors`, writes through `classi
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import TooManyFilesSent
 from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -23,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from classifier import selectors, services
 from classifier.errors import ApplicationError
-from classifier.forms import ACCEPTED_TYPES, HistoryFilterForm, SignUpForm, UploadForm
+from classifier.forms import HistoryFilterForm, SignUpForm, UploadForm, max_files_per_upload
 from classifier.models import Classification
 from classifier.throttling import upload_throttle_wait
 
@@ -80,7 +81,7 @@ def _stream(field: FieldFile, content_type: str, filename: str) -> FileResponse:
     return response
 
 
-def _duration(start, end) -> timedelta | None:  # noqa: ANN001 - datetimes or None
+def _duration(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start and end else None
 
 
@@ -126,15 +127,22 @@ def signup(request: HttpRequest) -> HttpResponse:
 def upload(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (wait := upload_throttle_wait(request)) is not None:
         seconds = math.ceil(wait)
-        context = {
-            "form": UploadForm(),
-            "throttled_seconds": seconds,
-            "accept": ACCEPTED_TYPES,
-        }
+        context = {"form": UploadForm(), "throttled_seconds": seconds}
         response = render(request, "classifier/upload.html", context, status=429)
         response["Retry-After"] = str(seconds)
         return response
-    form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
+    if request.method == "POST":
+        try:
+            form = UploadForm(request.POST, request.FILES)
+        except TooManyFilesSent:
+            # Django stops reading the body past DATA_UPLOAD_MAX_NUMBER_FILES; say so on the form.
+            context = {
+                "form": UploadForm(),
+                "upload_error": f"Too many files: upload at most {max_files_per_upload()} at a time.",
+            }
+            return render(request, "classifier/upload.html", context, status=400)
+    else:
+        form = UploadForm()
     rejected: list[tuple[str, str]] = []
     if request.method == "POST" and form.is_valid():
         created: list[Classification] = []
@@ -152,7 +160,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             return redirect("classifier:history")
         # Nothing accepted: stay on the form and say why, file by file.
     status = 400 if request.method == "POST" else 200
-    context = {"form": form, "rejected": rejected, "accept": ACCEPTED_TYPES}
+    context = {"form": form, "rejected": rejected}
     return render(request, "classifier/upload.html", context, status=status)
 
 

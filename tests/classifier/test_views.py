@@ -262,6 +262,7 @@ def test_upload_refuses_more_files_than_the_limit(alice_client, settings):
     files = [upload_file(f"{i}.png", image_bytes("PNG")) for i in range(4)]
     response = alice_client.post(reverse("classifier:upload"), {"images": files})
     assert response.status_code == 400
+    assert "upload at most 3 at a time" in response.content.decode()
     assert not Classification.objects.exists()
 
 
