@@ -62,11 +62,14 @@ def top_k_accuracy(scores: ArrayLike, labels: ArrayLike, k: int = 5) -> float:
         return float("nan")
     if k >= scores.shape[1]:
         return 1.0
-    # the label is in the top k when fewer than k classes score strictly higher; an exact tie counts in
-    # the label's favour (scikit-learn breaks exact ties by class index instead; scores rarely tie)
+    # The label is in the top k when fewer than k classes rank above it. As in scikit-learn (a stable
+    # ascending sort, reversed), a class with an equal score ranks above the label when its index is higher.
     true_scores = scores[np.arange(len(labels)), labels]
     higher = (scores > true_scores[:, None]).sum(axis=1)
-    return float((higher < k).mean())
+    tied_above = ((scores == true_scores[:, None]) & (np.arange(scores.shape[1])[None, :] > labels[:, None])).sum(
+        axis=1
+    )
+    return float((higher + tied_above < k).mean())
 
 
 def confusion_matrix(preds: ArrayLike, labels: ArrayLike, num_classes: int) -> np.ndarray:

@@ -27,6 +27,15 @@ def test_accuracy_and_top_k_match_sklearn():
     assert metrics.top_k_accuracy(logits, labels, k=7) == 1.0
 
 
+def test_top_k_breaks_exact_ties_like_sklearn():
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 3, size=(300, 6)).astype(float)  # many exact ties
+    labels = rng.integers(0, 6, size=300)
+    for k in (1, 2, 3, 4):
+        expected = skm.top_k_accuracy_score(labels, scores, k=k, labels=np.arange(6))
+        assert metrics.top_k_accuracy(scores, labels, k=k) == pytest.approx(expected)
+
+
 def test_accepts_torch_tensors():
     logits, labels = random_predictions()
     assert metrics.accuracy(torch.from_numpy(logits).float(), torch.from_numpy(labels)) == pytest.approx(
