@@ -1,0 +1,550 @@
+"""Load without loss: N uploads through the real API with a real worker; count every job.
+
+    python -m benchmarks.load --uploads 10000 --concurrency 8
+    python -m benchmarks.load --uploads 1000 --concurrency 8 --web-workers 2 --worker-concurrency 2
+    python -m benchmarks.load --base-url http://127.0.0.1:8000 --token <key> --uploads 500
+
+Unless ``--base-url`` is given, it starts everything itself: a fresh PostgreSQL database
+(``--database``, default ``cifar_load_bench``: dropped, created and migrated, so neither tests nor
+development data are touched), gunicorn serving ``webapp.wsgi`` under the production settings
+(plain HTTP on 127.0.0.1, upload throttle lifted), and a Celery worker on a Redis database of its
+own (``--broker``, default ``redis://127.0.0.1:6379/13``) with the model bundle ``--bundle``
+(default ``bundles/default``; when that does not exist a random-init ResNet-20 is exported with
+ml.export into a temporary folder: same architecture and compute as the trained one, and the
+output says so). It creates a user and token, uploads ``--uploads`` small images (CIFAR-10 JPEGs
+from ``--images`` when that folder exists, else generated PNGs) from ``--concurrency`` threads,
+then polls the API until every accepted job is done or failed, or ``--deadline`` seconds after
+the start have passed. Every process it started is stopped at the end, by its own process group.
+
+It prints: submitted, accepted (202), rejected by status and error code, transport errors,
+completed, failed, still queued/running, lost (accepted - completed - failed - still pending:
+an accepted upload with no row, must be 0), rows nobody was told about, upload throughput, end-to-end
+throughput, and latency percentiles for submitting (client side) and for completion (the job's
+queued_at to finished_at, server side). The final counts come from listing every job through the
+API, matched by id against the ids the 202 responses gave.
+
+This is a benchmark: it prints numbers and asserts nothing; its exit status is 1 only when jobs
+were lost. Measured numbers are in the commit message that last changed this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGES = Path("/work/shared/datasets/cifar10-jpeg/train")
+FINISHED = ("done", "failed")
+PENDING = ("queued", "running")
+
+
+# ----------------------------------------------------------------------------- small helpers
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentiles(values: list[float]) -> str:
+    """p50 / p90 / p99 / max by nearest rank, in milliseconds or seconds as fits."""
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+
+    unit, scale = ("ms", 1000.0) if ordered[-1] < 10 else ("s", 1.0)
+    parts = [f"p{p}={rank(p) * scale:.1f}" for p in (50, 90, 99)] + [f"max={ordered[-1] * scale:.1f}"]
+    return f"{' '.join(parts)} {unit} (n={len(ordered)})"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_time(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+# ----------------------------------------------------------------------------- HTTP client
+class Api:
+    """One keep-alive connection per thread to the API, token-authenticated."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 60.0):
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, parsed JSON or None). A broken keep-alive connection is reopened once, but a
+        POST is never sent twice: if its connection breaks, the error is raised to the caller."""
+        headers = {"Authorization": f"Token {self.token}", **(headers or {})}
+        for attempt in (1, 2):
+            conn = self._conn()
+            try:
+                conn.request(method, self.prefix + path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                self.local.conn = None
+                if method != "GET" or attempt == 2:
+                    raise
+                continue
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                self.local.conn = None
+            try:
+                return response.status, json.loads(data) if data else None
+            except ValueError:
+                return response.status, None
+        raise AssertionError("unreachable")
+
+    def upload(self, name: str, image: bytes):
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + image
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return self.request("POST", "/api/v1/classifications/", body, headers)
+
+    def count(self, status: str) -> int:
+        code, body = self.request("GET", "/api/v1/classifications/?" + urlencode({"status": status, "page_size": 1}))
+        if code != 200:
+            raise RuntimeError(f"listing {status} jobs answered {code}: {body}")
+        return int(body["count"])
+
+    def all_jobs(self) -> dict[str, dict]:
+        jobs: dict[str, dict] = {}
+        page = 1
+        while True:
+            code, body = self.request("GET", f"/api/v1/classifications/?page_size=100&page={page}")
+            if code != 200:
+                raise RuntimeError(f"listing page {page} answered {code}: {body}")
+            for item in body["results"]:
+                jobs[item["id"]] = item
+            if not body.get("next"):
+                return jobs
+            page += 1
+
+
+# ----------------------------------------------------------------------------- inputs
+def load_images(folder: Path, n: int) -> tuple[list[tuple[str, bytes]], str]:
+    """Up to n distinct images, round-robin over the class folders; generated PNGs if no folder."""
+    if folder.is_dir():
+        classes = sorted(p for p in folder.iterdir() if p.is_dir())
+        lists = [sorted(c.glob("*.jpg")) for c in classes]
+        chosen: list[Path] = []
+        for i in range(max((len(x) for x in lists), default=0)):
+            chosen += [x[i] for x in lists if i < len(x)]
+            if len(chosen) >= n:
+                break
+        if chosen:
+            images = [(p.name, p.read_bytes()) for p in chosen[:n]]
+            return images, f"{len(images)} CIFAR-10 JPEGs from {folder}"
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(min(n, 2000)):  # repeated beyond 2000; each upload is still its own job
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
+        images.append((f"gen-{i}.png", buf.getvalue()))
+    return images, f"{len(images)} generated 32x32 PNGs"
+
+
+# ----------------------------------------------------------------------------- services
+@dataclass
+class Stack:
+    """The database, web server and worker this run started (nothing when --base-url is given)."""
+
+    workdir: Path
+    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        out = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        """SIGTERM each process group we started, SIGKILL what is left after 20 s."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 20
+        for name, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop on SIGTERM; SIGKILL")
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}; log tail:\n{tail}")
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    import psycopg2
+
+    conn = psycopg2.connect(server_url.rsplit("/", 1)[0] + "/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def build_bundle(out: Path) -> Path:
+    """A random-init ResNet-20 exported with ml.export: the trained model's architecture and cost."""
+    import torch
+
+    from ml.export import export_bundle
+    from ml.models import build_model
+
+    torch.manual_seed(0)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    model = build_model("resnet20", num_classes=len(classes))
+    export_bundle(
+        [(model, {"arch": "resnet20", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]})],
+        out,
+        classes=classes,
+        name="load-bench-untrained",
+        version="load-bench-resnet20-random-init",
+        metrics={"note": "random init; for the load benchmark only"},
+        command="python -m benchmarks.load (no bundles/default)",
+    )
+    return out
+
+
+def wait_http(url: str, timeout: float, stack: Stack) -> None:
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+            conn.request("GET", parts.path)
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def wait_worker_ready(stack: Stack, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        if "ready." in (stack.workdir / "worker.log").read_text(errors="replace"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the Celery worker was not ready within {timeout:.0f} s")
+
+
+def start_stack(args: argparse.Namespace, stack: Stack) -> tuple[str, str]:
+    """Database, bundle, gunicorn, worker, user + token. Returns (base_url, token)."""
+    database_url = recreate_database(args.postgres, args.database)
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").exists():
+        bundle = build_bundle(stack.workdir / "bundle")
+        stack.notes.append(
+            f"{args.bundle} does not exist: used a random-init ResNet-20 exported with ml.export to {bundle}"
+        )
+    media = stack.workdir / "media"
+    media.mkdir()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "webapp.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",  # plain HTTP on the loopback; no proxy in front
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": args.broker,
+        "MODEL_BUNDLE": str(bundle),
+        "MODEL_DEVICE": "cpu",
+        "MEDIA_ROOT": str(media),
+        "API_UPLOAD_RATE": "1000000/min",  # the per-user throttle would otherwise be the bottleneck
+        "WORKER_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    log(f"database {args.database}: migrating")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    code = (
+        "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
+        "u = get_user_model().objects.create_user('loadbench', password=None); "
+        "print(Token.objects.create(user=u).key)"
+    )
+    token = (
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )  # the shell may print a banner first
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    gunicorn = [
+        sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(args.web_workers), "--threads", str(args.web_threads), "--worker-class", "gthread",
+        "--timeout", "120", "--keep-alive", "30", "--log-level", "warning",
+    ]  # fmt: skip
+    worker = [
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
+        f"--concurrency={args.worker_concurrency}", "-n", f"loadbench-{port}@%h", "--loglevel=INFO",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    stack.start("gunicorn", gunicorn, env)
+    stack.start("worker", worker, env)
+    wait_http(f"{base_url}/api/v1/schema/", 120, stack)
+    wait_worker_ready(stack, 180)
+    log(f"gunicorn on {base_url} ({args.web_workers} workers x {args.web_threads} threads), "
+        f"celery worker (prefork x {args.worker_concurrency}), logs in {stack.workdir}")  # fmt: skip
+    return base_url, token
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class Submission:
+    name: str
+    started: float  # time.time()
+    seconds: float
+    status: int | None  # None: no HTTP response (connection error)
+    job_id: str | None = None
+    error_code: str = ""
+
+
+def submit_all(api: Api, images: list[tuple[str, bytes]], n: int, concurrency: int, deadline: float):
+    results: list[Submission] = []
+    lock = threading.Lock()
+    next_index = iter(range(n))
+
+    def run() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            name, data = images[i % len(images)]
+            started, t0 = time.time(), time.perf_counter()
+            try:
+                status, body = api.upload(name, data)
+            except Exception as exc:  # no HTTP answer: counted, never retried (it may have been stored)
+                sub = Submission(name, started, time.perf_counter() - t0, None, error_code=type(exc).__name__)
+            else:
+                sub = Submission(name, started, time.perf_counter() - t0, status)
+                if status == 202 and body:
+                    sub.job_id = body["id"]
+                elif body and isinstance(body.get("error"), dict):
+                    sub.error_code = body["error"].get("code", "")
+            with lock:
+                results.append(sub)
+                done = len(results)
+            if done % max(1, n // 10) == 0:
+                log(f"submitted {done}/{n}")
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, deadline - time.monotonic() + 120))
+    return results
+
+
+def poll_until_settled(api: Api, accepted: int, deadline: float, stack: Stack | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    last_log = 0.0
+    while True:
+        if stack is not None:
+            stack.check_alive()
+        counts = {s: api.count(s) for s in ("queued", "running", "done", "failed")}
+        finished = counts["done"] + counts["failed"]
+        if time.monotonic() - last_log > 10:
+            log(f"jobs: {counts}")
+            last_log = time.monotonic()
+        if finished >= accepted and counts["queued"] + counts["running"] == 0:
+            return counts
+        if time.monotonic() > deadline:
+            log("deadline reached while jobs were still pending")
+            return counts
+        time.sleep(2.0)
+
+
+def report(
+    args: argparse.Namespace,
+    subs: list[Submission],
+    jobs: dict[str, dict],
+    upload_wall: float,
+    t_start: float,
+    notes: list[str],
+    images_note: str,
+) -> int:
+    accepted_ids = {s.job_id for s in subs if s.job_id}
+    statuses = Counter(jobs[i]["status"] if i in jobs else "missing" for i in accepted_ids)
+    completed, failed = statuses["done"], statuses["failed"]
+    pending = statuses["queued"] + statuses["running"]
+    lost = len(accepted_ids) - completed - failed - pending
+    unknown = len(set(jobs) - accepted_ids)
+    rejected = Counter(f"{s.status} {s.error_code}".strip() for s in subs if s.status is not None and s.status != 202)
+    transport = Counter(s.error_code for s in subs if s.status is None)
+
+    finished_at = [parse_time(jobs[i]["finished_at"]) for i in accepted_ids if i in jobs and jobs[i]["finished_at"]]
+    completion = [
+        parse_time(jobs[i]["finished_at"]) - parse_time(jobs[i]["queued_at"])
+        for i in accepted_ids
+        if i in jobs and jobs[i]["status"] in FINISHED and jobs[i]["finished_at"]
+    ]
+    e2e_wall = (max(finished_at) - t_start) if finished_at else float("nan")
+    errors = Counter(jobs[i]["error"][:80] for i in accepted_ids if i in jobs and jobs[i]["status"] == "failed")
+
+    load = os.getloadavg()
+    print("=" * 72)
+    print(f"benchmarks.load  {datetime.now().isoformat(timespec='seconds')}")
+    print(f"command: python -m benchmarks.load {' '.join(sys.argv[1:])}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
+    print(f"inputs: {images_note}")
+    for note in notes:
+        print(f"note: {note}")
+    print("-" * 72)
+    print(f"submitted            {len(subs)}")
+    print(f"accepted (202)       {len(accepted_ids)}")
+    print(f"rejected (4xx/5xx)   {sum(rejected.values())}  {dict(rejected) if rejected else ''}")
+    print(f"transport errors     {sum(transport.values())}  {dict(transport) if transport else ''}")
+    print(f"completed (done)     {completed}")
+    print(f"failed               {failed}  {dict(errors) if errors else ''}")
+    print(f"still queued/running {statuses['queued']}/{statuses['running']}")
+    print(f"lost                 {lost}   (accepted - completed - failed - still pending)")
+    print(f"rows not accepted    {unknown}   (jobs in the database that no 202 reported)")
+    print("-" * 72)
+    print(f"upload throughput    {len(subs) / upload_wall:.1f} req/s  ({len(subs)} requests in {upload_wall:.1f} s)")
+    print(
+        f"end-to-end           {(completed + failed) / e2e_wall:.1f} jobs/s  "
+        f"({completed + failed} jobs finished {e2e_wall:.1f} s after the first upload)"
+    )
+    print(f"submit latency       {percentiles([s.seconds for s in subs])}")
+    print(f"completion latency   {percentiles(completion)}  (queued_at -> finished_at)")
+    print("=" * 72)
+    return 1 if lost else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads uploading at once")
+    parser.add_argument("--deadline", type=float, default=3600.0, help="seconds from the start; then it stops")
+    parser.add_argument("--base-url", help="use a running server instead of starting one (needs --token)")
+    parser.add_argument("--token", help="API token for --base-url")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres", help="server URL")
+    parser.add_argument("--database", default="cifar_load_bench", help="dropped and recreated each run")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=4)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the logs")
+    args = parser.parse_args(argv)
+    if args.uploads < 1 or args.concurrency < 1:
+        parser.error("--uploads and --concurrency must be positive")
+    if args.base_url and not args.token:
+        parser.error("--base-url needs --token")
+
+    t0 = time.monotonic()
+    deadline = t0 + args.deadline
+    images, images_note = load_images(args.images, args.uploads)
+    stack: Stack | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="cifar-load-bench-"))
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if args.base_url:
+            base_url, token = args.base_url.rstrip("/"), args.token
+        else:
+            stack = Stack(workdir)
+            base_url, token = start_stack(args, stack)
+        api = Api(base_url, token)
+        log(f"uploading {args.uploads} images with {args.concurrency} threads")
+        t_start, t_up = time.time(), time.perf_counter()
+        subs = submit_all(api, images, args.uploads, args.concurrency, deadline)
+        upload_wall = time.perf_counter() - t_up
+        accepted = sum(1 for s in subs if s.job_id)
+        log(f"uploads finished in {upload_wall:.1f} s: {accepted} accepted; waiting for the jobs")
+        poll_until_settled(api, accepted, deadline, stack)
+        jobs = api.all_jobs()
+        notes = list(stack.notes) if stack else [f"server {base_url} started elsewhere"]
+        if stack:
+            notes.append(
+                f"gunicorn {args.web_workers}x{args.web_threads} threads, celery prefork x{args.worker_concurrency}, "
+                f"PostgreSQL db {args.database}, broker {args.broker}, production settings, throttle lifted"
+            )
+        return report(args, subs, jobs, upload_wall, t_start, notes, images_note)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if stack is not None:
+            log("stopping gunicorn and the worker")
+            stack.stop()
+        if args.keep_logs:
+            log(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
