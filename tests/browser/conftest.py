@@ -18,8 +18,7 @@ CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
+def _chromium(javascript: bool = True) -> Iterator[object]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip(f"Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}); apt-get install -y chromium chromium-driver")
     from selenium import webdriver
@@ -42,6 +41,8 @@ def browser() -> Iterator[object]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to read CSP violations from the console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -50,6 +51,16 @@ def browser() -> Iterator[object]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    yield from _chromium(javascript=True)
+
+
+@pytest.fixture
+def browser_without_js() -> Iterator[object]:
+    yield from _chromium(javascript=False)
 
 
 @pytest.fixture

@@ -154,3 +154,24 @@ def test_upload_several_then_delete_one_from_history(
     assert all(re.fullmatch(r"\d+\.\d%", text) for text in confidences)
     assert console_errors(browser) == []
     screenshot("history-done")
+
+
+def test_result_page_reloads_itself_without_javascript(
+    browser_without_js, live_server, tiny_bundle, media_root, queue, tmp_path
+):
+    browser = browser_without_js
+    sign_up(browser, live_server, "fern")
+    picture = tmp_path / "frog.png"
+    picture.write_bytes(make_image_bytes("png", size=(32, 32), color=(30, 160, 40)))
+    browser.find_element(By.ID, "id_images").send_keys(str(picture))
+    browser.find_element(By.CSS_SELECTOR, ".upload-form button[type=submit]").click()
+    wait(browser).until(EC.url_matches(UUID_PATH.pattern))
+    assert browser.find_element(By.ID, "status").text == "Queued"
+    assert browser.find_elements(By.CSS_SELECTOR, "#predictions progress") == []
+
+    from worker.tasks import classify
+
+    classify.apply(args=[queue[0]])
+    # The <noscript> meta refresh (3 s) brings the finished page; the server renders the bars.
+    wait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "status"), "Done"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#predictions progress")) == 5
