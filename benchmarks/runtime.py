@@ -8,7 +8,10 @@ What it measures, all in this one run and on the same bundle:
   median and p95 over ``--runs``, for a CIFAR-sized 32x32 JPEG, a 640x480 photo and a 4000x3000
   photo; against the baseline of the raw TorchScript forward of one pre-decoded image;
 * throughput in images/s with batches of ``--batches`` (decode + predict, and predict alone on
-  pre-decoded arrays), against the baseline of the same images one at a time.
+  pre-decoded arrays), against the baseline of the same images one at a time;
+* memory (peak RSS growth) and time of `prepare_upload` and `decode_for_model` for small files
+  that decode to the most pixels allowed (40 MP RGB, RGBA and 16-bit PNGs), each in a fresh
+  process, to size web and worker processes.
 
 It prints the hardware (CPUs, load average, torch version and threads) because the numbers mean
 nothing without it. This is a benchmark: it prints numbers and asserts nothing. The bundle is
@@ -102,6 +105,66 @@ def tiny_bundle(directory: Path) -> Path:
     return out
 
 
+WORST_CASE = r"""
+import io, resource, sys, time
+import numpy as np
+from worker.runtime.images import DEFAULT_MAX_PIXELS, decode_for_model, prepare_upload
+from tests.hostile import png_raw
+
+kind, func = sys.argv[1], sys.argv[2]
+width = 8000
+height = DEFAULT_MAX_PIXELS // width  # exactly at the pixel limit
+if kind == "16-bit grey PNG":
+    row = (np.arange(width, dtype=np.uint16) * 8).astype(">u2").tobytes()
+    data = png_raw(width, height, bit_depth=16, colour_type=0, rows=(row for _ in range(height)))
+elif kind == "RGBA PNG":
+    row = np.tile(np.array([10, 20, 30, 128], np.uint8), width).tobytes()
+    data = png_raw(width, height, bit_depth=8, colour_type=6, rows=(row for _ in range(height)))
+else:
+    row = np.tile(np.array([10, 20, 30], np.uint8), width).tobytes()
+    data = png_raw(width, height, bit_depth=8, colour_type=2, rows=(row for _ in range(height)))
+
+
+def peak_kib():
+    # VmHWM belongs to this process image; ru_maxrss would carry over the parent's peak across exec.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+before = peak_kib()
+start = time.perf_counter()
+decode_for_model(data) if func == "decode_for_model" else prepare_upload(data, max_bytes=len(data))
+seconds = time.perf_counter() - start
+peak = (peak_kib() - before) / 1024
+print(f"{len(data) / 1e6:.1f} {peak:.0f} {seconds:.2f} {width}x{height}")
+"""
+
+
+def worst_case_uploads() -> None:
+    """Memory and time for tiny files that decode to the most pixels allowed, each in a fresh process."""
+    import subprocess
+
+    print("\n== worst-case uploads at the pixel limit (fresh process each; RSS growth during the call)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for kind in ("RGB PNG", "RGBA PNG", "16-bit grey PNG"):
+        for func in ("prepare_upload", "decode_for_model"):
+            proc = subprocess.run(
+                [sys.executable, "-W", "ignore", "-c", WORST_CASE, kind, func],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+            )
+            if proc.returncode != 0:
+                print(f"{kind:16s} {func:17s} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                continue
+            size_mb, peak, seconds, dims = proc.stdout.split()
+            print(f"{kind:16s} {dims} ({size_mb} MB file)  {func:17s} +{peak:>5s} MiB peak RSS  {seconds} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=None, help=f"model bundle folder (default {DEFAULT_BUNDLE})")
@@ -110,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes for throughput")
     parser.add_argument("--batch-repeats", type=int, default=5, help="timed repeats per batch size")
+    parser.add_argument("--no-worst-case", action="store_true", help="skip the 40-megapixel upload measurements")
     args = parser.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory()
@@ -179,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         ):
             best, med = batch / min(times), batch / statistics.median(times)
             print(f"{label:52s} {med:9.1f} images/s (median), best {best:9.1f}  = {med / single_rate:5.1f}x baseline")
+    if not args.no_worst_case:
+        worst_case_uploads()
     tmp.cleanup()
     return 0
 
