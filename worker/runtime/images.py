@@ -77,9 +77,9 @@ class ImageInfo:
 def _bomb_guard() -> Iterator[None]:
     """Turn Pillow's DecompressionBombWarning into an error, here only.
 
-    Our own ``max_pixels`` check (below Pillow's threshold by default) is the real limit; this is
-    a second line for callers that raise ``max_pixels`` above Pillow's. ``catch_warnings`` is not
-    thread-safe, which is why it is not the only check.
+    The real limit is the explicit check in `_open` (``max_pixels``, capped at Pillow's
+    ``MAX_IMAGE_PIXELS``); this guard also covers the checks Pillow makes inside plugins.
+    ``catch_warnings`` is not thread-safe, which is why it is not the only check.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -136,10 +136,11 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     width, height = im.size
     if width < 1 or height < 1:
         raise ImageRejected(MSG_CORRUPT)
-    if width * height > max_pixels:
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)  # never above Pillow's own bomb limit
+    if width * height > limit:
         raise ImageRejected(
             f"The image is {width}×{height} pixels ({_megapixels(width * height)} megapixels); "
-            f"the limit is {_megapixels(max_pixels)} megapixels."
+            f"the limit is {_megapixels(limit)} megapixels."
         )
     return im
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -247,6 +248,19 @@ def test_pillows_bomb_warning_is_an_error_here_only(monkeypatch: pytest.MonkeyPa
         warnings.simplefilter("always")
         Image.open(io.BytesIO(encode(photo(40, 30), "PNG")))  # outside: a warning, not an error
     assert any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+
+
+def test_pillows_limit_holds_even_without_the_warning_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    # catch_warnings is not thread-safe: another thread may restore the filters mid-call. The
+    # explicit check must refuse on its own.
+    monkeypatch.setattr(images, "_bomb_guard", contextlib.nullcontext)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(
+            ImageRejected, match=r"^The image is 40×30 pixels \(0\.0012 megapixels\); the limit is 0\.001 megapixels\.$"
+        ):
+            inspect(encode(photo(40, 30), "PNG"), max_pixels=10**12)
 
 
 def test_truncated_images_are_not_allowed_globally(hostile_corpus: dict[str, Case]) -> None:
