@@ -15,8 +15,9 @@ What it measures, all in this one run and on the same bundle:
 
 It prints the hardware (CPUs, load average, torch version and threads) because the numbers mean
 nothing without it. This is a benchmark: it prints numbers and asserts nothing. The bundle is
-``--bundle``, else ``bundles/default``; ``--tiny`` exports a random-init ResNet-20 (width 0.25)
-into a temporary folder instead, to try the script without a trained bundle.
+``--bundle``, else ``bundles/default``; ``--random resnet20`` exports a random-init model of that
+architecture into a temporary folder instead (same compute as a trained one, so the timings hold
+before any training has finished), and ``--tiny`` a ResNet-20 at width 0.25 for a quick try.
 """
 
 from __future__ import annotations
@@ -87,20 +88,22 @@ def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
 
-def tiny_bundle(directory: Path) -> Path:
+def random_bundle(directory: Path, arch: str, width: float | None = None) -> Path:
+    """A bundle of a random-init model: the same compute as a trained one of that architecture."""
     from ml.export import export_bundle
     from ml.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("resnet20", num_classes=10, width=0.25)
-    out = directory / "tiny"
+    options = {} if width is None else {"width": width}
+    model = build_model(arch, num_classes=10, **options)
+    out = directory / arch
     export_bundle(
-        [(model, {"arch": "resnet20", "width": 0.25, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})],
+        [(model, {"arch": arch, **options, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})],
         out,
         classes=[f"class{i}" for i in range(10)],
-        name="benchmark-tiny",
-        version="benchmark-tiny-0",
-        command="python -m benchmarks.runtime --tiny",
+        name=f"benchmark-random-{arch}",
+        version=f"benchmark-random-{arch}" + (f"-w{width}" if width is not None else ""),
+        command=f"python -m benchmarks.runtime --random {arch}",
     )
     return out
 
@@ -168,7 +171,8 @@ def worst_case_uploads() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=None, help=f"model bundle folder (default {DEFAULT_BUNDLE})")
-    parser.add_argument("--tiny", action="store_true", help="benchmark a random-init tiny ResNet-20 bundle instead")
+    parser.add_argument("--tiny", action="store_true", help="benchmark a random-init ResNet-20 at width 0.25 instead")
+    parser.add_argument("--random", metavar="ARCH", help="benchmark a random-init model of this ml.models architecture")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes for throughput")
@@ -178,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.TemporaryDirectory()
     if args.tiny:
-        bundle_dir = tiny_bundle(Path(tmp.name))
+        bundle_dir = random_bundle(Path(tmp.name), "resnet20", width=0.25)
+    elif args.random:
+        bundle_dir = random_bundle(Path(tmp.name), args.random)
     else:
         bundle_dir = args.bundle or DEFAULT_BUNDLE
         if not bundle_dir.is_dir():
