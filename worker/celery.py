@@ -7,9 +7,17 @@ The model is not loaded here: each pool process loads it lazily on its first tas
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
 
 app = Celery("worker")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["worker"])  # worker.tasks; classifier has no tasks of its own
+
+
+@worker_init.connect
+def import_torch_before_forking(**kwargs) -> None:
+    """In the worker's main process only: import torch (this initialises no CUDA) so each pool
+    process starts without paying for the import. The web app never imports torch."""
+    import worker.runtime.predictor  # noqa: F401

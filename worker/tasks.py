@@ -9,7 +9,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-import worker.runtime.predictor  # noqa: F401  torch is imported (not CUDA) before the pool forks: children start fast
 from classifier import services
 from worker.celery import app
 

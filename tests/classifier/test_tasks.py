@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -119,3 +120,24 @@ def test_requeue_stuck_task(media_root, django_capture_on_commit_callbacks, sett
         with django_capture_on_commit_callbacks(execute=True):
             assert run(requeue_stuck).result == {"requeued": 1, "failed": 0}
     delay.assert_called_once_with(str(c.id))
+
+
+def test_web_side_never_imports_torch_and_worker_parent_never_initialises_cuda():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'webapp.settings.test'\n"
+        "import django; django.setup()\n"
+        "import classifier.services, classifier.api, worker.tasks\n"
+        "print('web', 'torch' in sys.modules)\n"
+        "from worker.celery import import_torch_before_forking\n"
+        "import_torch_before_forking()\n"
+        "import torch\n"
+        "print('parent', 'torch' in sys.modules, torch.cuda.is_initialized())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.split("\n")[:2] == ["web False", "parent True False"]
