@@ -328,3 +328,18 @@ def test_schema_and_docs_are_served_without_cdn(client):
     html = docs.content.decode()
     assert "swagger-ui" in html
     assert "cdn." not in html and "unpkg" not in html and "jsdelivr" not in html
+
+
+def test_post_with_the_broker_down_still_returns_202_and_keeps_the_job(
+    client, media_root, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    with mock.patch("worker.tasks.classify.delay", side_effect=OperationalError("Error 111 connecting")) as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(LIST_URL, {"image": image_upload()}, format="multipart")
+    assert response.status_code == 202
+    assert delay.called
+    c = Classification.objects.get()
+    assert c.status == Status.QUEUED
+    assert files_under(media_root) == sorted([c.image.name, c.thumbnail.name])
