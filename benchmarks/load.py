@@ -24,7 +24,12 @@ queued_at to finished_at, server side). The final counts come from listing every
 API, matched by id against the ids the 202 responses gave.
 
 This is a benchmark: it prints numbers and asserts nothing; its exit status is 1 only when jobs
-were lost. Measured numbers are in the commit message that last changed this file.
+were lost.
+
+Measured on the 2-CPU dev machine shared with a CPU training job (load average 5-11), defaults
+(gunicorn 2 x 4 threads, Celery prefork x 2, 8 client threads), random-init ResNet-20 bundle:
+10,000 uploads, 10,000 accepted, 10,000 done, 0 failed, 0 lost; 30.5 uploads/s, 23.4 jobs/s end
+to end; submit p50 243 ms, p99 530 ms; 7 min 43 s wall for the whole command.
 """
 
 from __future__ import annotations
