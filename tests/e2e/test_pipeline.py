@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -39,15 +40,13 @@ def services_or_skip() -> str:
     return broker
 
 
-def test_database_url(settings_dict: dict) -> str:
-    user = settings_dict.get("USER") or "postgres"
-    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+def worker_database_url(settings_dict: dict) -> str:
+    """DATABASE_URL for the worker: pytest-django's test database, same server and user."""
+    user = quote(settings_dict.get("USER") or "postgres", safe="")
+    password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict.get("PASSWORD") else ""
     host = settings_dict.get("HOST") or "127.0.0.1"
     port = settings_dict.get("PORT") or "5432"
     return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
-
-
-test_database_url.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def live_worker(broker, transactional_db, tiny_bundle, media_root, tmp_path, mon
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "webapp.settings.test",
-        "DATABASE_URL": test_database_url(connection.settings_dict),
+        "DATABASE_URL": worker_database_url(connection.settings_dict),
         "CELERY_BROKER_URL": broker,
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "MEDIA_ROOT": str(media_root),
