@@ -128,7 +128,9 @@ def main(argv: list[str]) -> None:
         images=dataset.images,
         data=data_desc,
         model={"kind": "ensemble", "members": [{**p.info, "path": p.path} for p in predictors]},
-        metrics_csvs=[c for p in predictors for c in p.metrics_csvs],
+        metrics_csvs=list(
+            {Path(c[1]).resolve(): c for p in predictors for c in p.metrics_csvs}.values()
+        ),  # once per run
         title=f"ensemble of {len(predictors)}: " + ", ".join(p.name for p in predictors),
         tta=args.tta,
         extra={"ensemble": ensemble},
