@@ -233,9 +233,18 @@ def infer(
 def run_dir(cfg: TrainConfig) -> Path:
     if cfg.resume:
         return Path(cfg.resume).parent
-    path = Path(cfg.out_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    # Two runs started in the same second (a sweep, a test) must not share a folder: the second
+    # gets a numeric suffix. mkdir(exist_ok=False) makes the claim atomic between processes.
+    stem = Path(cfg.out_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = stem if attempt == 1 else stem.with_name(f"{stem.name}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a fresh run folder beside {stem}")
 
 
 def progress(iterable, enabled: bool, **kwargs):

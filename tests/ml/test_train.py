@@ -441,3 +441,24 @@ def test_cuda_run_bf16_channels_last(shared_image_folder: Path, tmp_path: Path, 
     assert ckpt["state_dict"]["fc.weight"].dtype == torch.float32  # autocast leaves the weights in fp32
     rows = metrics(run)
     assert len(rows) == 2 and all(math.isfinite(float(r["val_loss"])) for r in rows)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from datetime import datetime as real_datetime
+
+    import ml.train as train_module
+
+    class FrozenClock(real_datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_datetime(2026, 11, 22, 8, 0, 0)
+
+    monkeypatch.setattr(train_module, "datetime", FrozenClock)
+    cfg = TrainConfig(out_dir=str(tmp_path), name="same")
+    first, second, third = (train_module.run_dir(cfg) for _ in range(3))
+    assert [p.name for p in (first, second, third)] == [
+        "20261122-080000-same",
+        "20261122-080000-same-2",
+        "20261122-080000-same-3",
+    ]
+    assert all(p.is_dir() for p in (first, second, third))
