@@ -32,8 +32,8 @@ def random_crop(x: torch.Tensor, padding: int = 4, generator: torch.Generator | 
     padded = F.pad(x, (padding,) * 4, mode="reflect")
     dy = _randint(2 * padding + 1, n, x.device, generator)
     dx = _randint(2 * padding + 1, n, x.device, generator)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # N x H
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # N x W
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # N x H
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # N x W
     index_rows = rows[:, None, :, None].expand(-1, x.shape[1], -1, padded.shape[3])
     out = padded.gather(2, index_rows)  # N x C x H x (W + 2p)
     index_cols = cols[:, None, None, :].expand(-1, x.shape[1], h, -1)

@@ -89,9 +89,7 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(cout, norm)
         self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or cin != cout):
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=not norm), _norm(cout, norm)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=not norm), _norm(cout, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -184,7 +182,7 @@ class PreActResNet(nn.Module):
         self.stem = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         layers: list[nn.Module] = []
         cin = widths[0]
-        for stage, (n, cout) in enumerate(zip(blocks, widths)):
+        for stage, (n, cout) in enumerate(zip(blocks, widths, strict=True)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 layers.append(PreActBlock(cin, cout, stride, norm=norm, residual=residual))

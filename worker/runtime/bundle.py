@@ -60,9 +60,7 @@ class Manifest:
         missing = [
             f.name
             for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-            and f.name not in data
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data
         ]
         if missing:
             raise BundleError(f"manifest is missing required keys: {', '.join(missing)}")
@@ -144,9 +142,7 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu") -> L
         raise BundleError(f"model bundle {bundle_dir} has no module file {manifest.module_file}")
     actual = sha256_file(module_path)
     if actual != manifest.sha256:
-        raise BundleError(
-            f"checksum mismatch for {module_path}: manifest says {manifest.sha256}, file is {actual}"
-        )
+        raise BundleError(f"checksum mismatch for {module_path}: manifest says {manifest.sha256}, file is {actual}")
     device = torch.device(device)
     try:
         module = torch.jit.load(str(module_path), map_location=device)
