@@ -3,7 +3,7 @@
 A bundle is a folder::
 
     <bundle>/
-        manifest.json   # Manifest below, as JSON
+        manifest.json   # Manifest (worker/runtime/manifest.py), as JSON
         model.pt        # TorchScript module (file name given by manifest["module_file"])
         report/         # optional: report.json, confusion matrix and other PNGs, ablations.md
 
@@ -18,98 +18,22 @@ module does not match it. This module imports no Django, so `ml/`, benchmarks an
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-DEFAULT_MODULE_FILE = "model.pt"
-
-
-class BundleError(Exception):
-    """A bundle that cannot be used: missing files, a bad manifest or a checksum mismatch."""
-
-
-@dataclass
-class Manifest:
-    name: str  # short identifier, e.g. "cifar10-resnet-ensemble"
-    version: str  # recorded with every prediction, e.g. "cifar10-resnet20-2026.11.22"
-    classes: list[str]
-    input_size: list[int]  # [H, W]
-    mean: list[float]  # per-channel, 0-1 scale; applied inside the module
-    std: list[float]
-    members: list[dict[str, Any]]  # one entry per ensemble member: arch, params, metrics, ...
-    metrics: dict[str, Any]  # validation metrics of the whole bundle
-    sha256: str  # of the module file
-    created_at: str  # ISO 8601, UTC
-    command: str  # the command that produced the bundle
-    superclasses: dict[str, str] | None = None  # class -> superclass, e.g. CIFAR-100 coarse labels
-    module_file: str = DEFAULT_MODULE_FILE
-    format_version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        known = {f.name for f in dataclasses.fields(cls)}
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data
-        ]
-        if missing:
-            raise BundleError(f"manifest is missing required keys: {', '.join(missing)}")
-        if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-            raise BundleError(
-                f"manifest format_version {data.get('format_version')} is not supported "
-                f"(this code reads version {FORMAT_VERSION})"
-            )
-        manifest = cls(**{k: v for k, v in data.items() if k in known})
-        if not manifest.classes:
-            raise BundleError("manifest lists no classes")
-        if len(manifest.input_size) != 2:
-            raise BundleError(f"manifest input_size must be [H, W], got {manifest.input_size}")
-        return manifest
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_manifest(bundle_dir: str | Path) -> Manifest:
-    path = Path(bundle_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise BundleError(f"no {MANIFEST_NAME} in model bundle {bundle_dir}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BundleError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    try:
-        return Manifest.from_dict(data)
-    except BundleError as exc:
-        raise BundleError(f"{path}: {exc}") from exc
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"{path} is not a valid manifest: {exc}") from exc
-
-
-def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
-    path = Path(bundle_dir) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    return path
+# Re-exported: the manifest lives in a torch-free module so the web app can read it.
+from worker.runtime.manifest import (  # noqa: F401
+    DEFAULT_MODULE_FILE,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    BundleError,
+    Manifest,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 
 
 @dataclass
