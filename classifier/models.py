@@ -62,3 +62,61 @@ class Classification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
+
+
+def report_image_path(instance: EvaluationReportImage, filename: str) -> str:
+    # Only the report's UUID and a whitelisted figure name: nothing from the bundle's file names.
+    return f"reports/{instance.report_id}/{instance.name}.png"
+
+
+class EvaluationReport(models.Model):
+    """The evaluation report of one model bundle version (imported from <bundle>/report/)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=128, db_index=True)  # manifest name
+    version = models.CharField(max_length=128, unique=True)  # manifest version, as recorded with predictions
+    created_at = models.DateTimeField("exported at", null=True, blank=True)  # when the bundle was exported (manifest)
+    imported_at = models.DateTimeField(default=timezone.now)  # last (re-)import
+    source_path = models.CharField(max_length=500, blank=True)  # the bundle folder it came from
+
+    # Headline numbers for the list: from report.json, else from the manifest's metrics.
+    accuracy = models.FloatField(null=True, blank=True)
+    top5 = models.FloatField("top-5 accuracy", null=True, blank=True)
+    macro_f1 = models.FloatField("macro F1", null=True, blank=True)
+    ece = models.FloatField("ECE", null=True, blank=True)  # expected calibration error
+    nll = models.FloatField("NLL", null=True, blank=True)  # negative log-likelihood
+    n = models.PositiveIntegerField("images", null=True, blank=True)  # images evaluated
+    split = models.CharField(
+        "data", max_length=500, blank=True
+    )  # e.g. "validation split (500 per class, seed 0) of ..."
+
+    manifest = models.JSONField(default=dict)
+    report = models.JSONField(default=dict, blank=True)  # report/report.json; {} when the bundle has none
+    markdown = models.JSONField(default=dict, blank=True)  # {"report.md": text, "ablations.md": text, ...}
+
+    class Meta:
+        ordering = ["-created_at", "-imported_at"]
+
+    def __str__(self) -> str:
+        return self.version
+
+
+class EvaluationReportImage(models.Model):
+    """A figure of a report, stored through Django storage; served to staff only."""
+
+    class Name(models.TextChoices):
+        # The whitelist of figures ml.evaluate writes (<name>.png in report/), in display order.
+        CONFUSION_MATRIX = "confusion_matrix", "Confusion matrix"
+        RELIABILITY = "reliability", "Reliability diagram"
+        MISCLASSIFIED = "misclassified", "Misclassified images"
+        TRAINING_CURVES = "training_curves", "Training curves"
+
+    report = models.ForeignKey(EvaluationReport, on_delete=models.CASCADE, related_name="images")
+    name = models.CharField(max_length=32, choices=Name.choices)
+    file = models.FileField(upload_to=report_image_path, max_length=255)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["report", "name"], name="evaluation_report_image_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.report_id}/{self.name}"

@@ -3,6 +3,9 @@
 * ``tiny_bundle`` (session): a real TorchScript model bundle made with ml.export.export_bundle from
   a random-init ResNet-20 at width 0.25 (about 17k parameters; exported in a few seconds).
   When Django is configured it also points ``settings.MODEL_BUNDLE`` at it for the session.
+* ``reported_bundle`` (session): a bundle like ``tiny_bundle`` with a report/ folder written by
+  ml.evaluate.write_report on 60 random images (report.json, report.md, PNGs), plus ablations.md and
+  two files an import must ignore (notes.txt, secret.png).
 * ``image_bytes``: encode a small real image in any accepted format.
 * ``media_root``: a fresh MEDIA_ROOT for one test (files written by services land there).
 
@@ -46,6 +49,47 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield out
     if django_settings is not None:
         django_settings.MODEL_BUNDLE = old
+
+
+@pytest.fixture(scope="session")
+def reported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle exported by ml.export with a report/ written by ml.evaluate.write_report on 60 random images
+    (plus ablations.md and files the import must ignore)."""
+    import numpy as np
+    import torch
+
+    from ml.evaluate import evaluate_probs, write_report
+    from ml.export import export_bundle
+    from ml.models import build_model
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % len(CIFAR10_CLASSES)
+    probs = rng.dirichlet(np.ones(len(CIFAR10_CLASSES)), size=60)
+    probs[np.arange(40), labels[:40]] += 2  # 40 of 60 right, the rest random
+    probs /= probs.sum(axis=1, keepdims=True)
+    images = rng.integers(0, 256, size=(60, 3, 32, 32), dtype=np.uint8)
+    report_dir = tmp_path_factory.mktemp("report") / "report"
+    result = evaluate_probs(probs, labels, CIFAR10_CLASSES)
+    data = {"source": "synthetic", "split": "val", "val_per_class": 6, "split_seed": 0, "n": 60}
+    write_report(report_dir, result, probs=probs, labels=labels, images=images, data=data, title="test", command="t")
+    (report_dir / "ablations.md").write_text("# Ablations\n\n| run | accuracy |\n|---|---|\n| no augment | 81.0% |\n")
+    (report_dir / "notes.txt").write_text("not markdown: ignored")
+    (report_dir / "secret.png").write_bytes((report_dir / "reliability.png").read_bytes())  # not on the whitelist
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=len(CIFAR10_CLASSES), width=0.25)
+    out = tmp_path_factory.mktemp("bundle") / "reported"
+    export_bundle(
+        [(model, {"arch": "resnet20", "mean": [0.5] * 3, "std": [0.25] * 3})],
+        out,
+        classes=CIFAR10_CLASSES,
+        name="reported",
+        version="reported-1",
+        metrics={"accuracy": 0.5, "note": "the manifest's own numbers"},
+        command="tests/conftest.py reported_bundle",
+        report_dir=report_dir,
+    )
+    return out
 
 
 def _django_settings():

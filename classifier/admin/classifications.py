@@ -16,6 +16,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from classifier.models import Classification
+from classifier.reports.selectors import evaluation_report_for_version
+from worker.runtime.manifest import BundleError, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +131,15 @@ class ClassificationAdmin(admin.ModelAdmin):
 
     def model_bundle_view(self, request: HttpRequest) -> TemplateResponse:
         """The manifest (version, members, metrics, command) of the bundle the workers use."""
+        bundle = current_bundle_summary()
+        report = evaluation_report_for_version(version=bundle["version"]) if "version" in bundle else None
         context = {
             **self.admin_site.each_context(request),
             "title": "Model bundle in use",
             "opts": self.model._meta,
-            "bundle": current_bundle_summary(),
+            "bundle": bundle,
+            "report_url": reverse("admin:classifier_evaluationreport_change", args=[report.pk]) if report else None,
+            "reports_url": reverse("admin:classifier_evaluationreport_changelist"),
         }
         return TemplateResponse(request, "admin/classifier/model_bundle.html", context)
 
@@ -147,8 +153,6 @@ class ClassificationAdmin(admin.ModelAdmin):
 
 def current_bundle_summary() -> dict:
     """The manifest of the bundle in use (MODEL_BUNDLE), for the admin index; never raises."""
-    from worker.runtime.bundle import BundleError, read_manifest
-
     path = Path(settings.MODEL_BUNDLE)
     try:
         manifest = read_manifest(path)

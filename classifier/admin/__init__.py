@@ -1,0 +1,3 @@
+"""Django admin: classifications (prediction history, the model bundle in use) and evaluation reports."""
+
+from classifier.admin import classifications, reports  # noqa: F401  (register the ModelAdmins)
