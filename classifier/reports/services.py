@@ -178,7 +178,8 @@ def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
         for storage, name in new_files:
             storage.delete(name)
         raise
-    _delete_on_commit(old_files)
+    # A storage that overwrites (file_overwrite=True) may have reused an old name: keep that file.
+    _delete_on_commit([f for f in old_files if f not in new_files])
     return row
 
 
