@@ -297,3 +297,22 @@ def test_importing_a_report_never_imports_torch(reported_bundle):
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.split() == ["reported-1", "False"]
+
+
+def test_change_view_of_a_report_without_report_json(staff_client, media_root, tiny_bundle):
+    report = evaluation_report_import(bundle_dir=tiny_bundle)
+    page = staff_client.get(f"{CHANGELIST}{report.id}/change/").content.decode()
+    assert "has no report/report.json" in page and "The report holds no confusion matrix." in page
+    assert '<table class="cm' not in page and "<figure" not in page
+
+
+def test_report_pages_are_staff_only(client, media_root, reported_bundle):
+    report = evaluation_report_import(bundle_dir=reported_bundle)
+    for url in (CHANGELIST, f"{CHANGELIST}{report.id}/change/"):
+        assert client.get(url).status_code == 302  # anonymous: to the login page
+        client.force_login(UserFactory())
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
+        client.logout()
+    client.force_login(UserFactory(is_staff=True))  # staff without the view permission
+    assert client.get(f"{CHANGELIST}{report.id}/change/").status_code == 403
