@@ -179,7 +179,8 @@ def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
             storage.delete(name)
         raise
     # A storage that overwrites (file_overwrite=True) may have reused an old name: keep that file.
-    _delete_on_commit([f for f in old_files if f not in new_files])
+    new_names = {name for _, name in new_files}
+    _delete_on_commit([(storage, name) for storage, name in old_files if name not in new_names])
     return row
 
 
