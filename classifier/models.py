@@ -92,7 +92,9 @@ class EvaluationReport(models.Model):
 
     manifest = models.JSONField(default=dict)
     report = models.JSONField(default=dict, blank=True)  # report/report.json; {} when the bundle has none
-    markdown = models.JSONField(default=dict, blank=True)  # {"report.md": text, "ablations.md": text, ...}
+    # The text files of report/ (report.md, other *.md, *.txt, *.yaml, *.csv), report.md first:
+    # {"report.md": text, "TRAINING.md": text, "training-log.txt": text, ...}
+    documents = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-imported_at"]

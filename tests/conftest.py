@@ -4,8 +4,8 @@
   a random-init ResNet-20 at width 0.25 (about 17k parameters; exported in a few seconds).
   When Django is configured it also points ``settings.MODEL_BUNDLE`` at it for the session.
 * ``reported_bundle`` (session): a bundle like ``tiny_bundle`` with a report/ folder written by
-  ml.evaluate.write_report on 60 random images (report.json, report.md, PNGs), plus ablations.md and
-  two files an import must ignore (notes.txt, secret.png).
+  ml.evaluate.write_report on 60 random images (report.json, report.md, PNGs), plus ablations.md,
+  training-log.txt and two files an import must ignore (notes.docx, secret.png).
 * ``image_bytes``: encode a small real image in any accepted format.
 * ``media_root``: a fresh MEDIA_ROOT for one test (files written by services land there).
 
@@ -54,7 +54,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def reported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle exported by ml.export with a report/ written by ml.evaluate.write_report on 60 random images
-    (plus ablations.md and files the import must ignore)."""
+    (plus ablations.md, training-log.txt and files the import must ignore)."""
     import numpy as np
     import torch
 
@@ -73,7 +73,8 @@ def reported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = {"source": "synthetic", "split": "val", "val_per_class": 6, "split_seed": 0, "n": 60}
     write_report(report_dir, result, probs=probs, labels=labels, images=images, data=data, title="test", command="t")
     (report_dir / "ablations.md").write_text("# Ablations\n\n| run | accuracy |\n|---|---|\n| no augment | 81.0% |\n")
-    (report_dir / "notes.txt").write_text("not markdown: ignored")
+    (report_dir / "training-log.txt").write_text("epoch 1 | val acc 0.40\n")
+    (report_dir / "notes.docx").write_bytes(b"PK\x03\x04 not a text file: ignored")
     (report_dir / "secret.png").write_bytes((report_dir / "reliability.png").read_bytes())  # not on the whitelist
 
     torch.manual_seed(0)

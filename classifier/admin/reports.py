@@ -1,6 +1,6 @@
 """Admin for evaluation reports: a read-only page per bundle version with the confusion-matrix heat
 map, per-class table, most-confused pairs, calibration bins, the stored figures (served to staff
-only, never from /media/) and the markdown reports. Writes go through classifier.reports.services.
+only, never from /media/) and the report's text files (markdown, logs, config). Writes go through classifier.reports.services.
 """
 
 from __future__ import annotations

@@ -126,6 +126,6 @@ def evaluation_report_details(*, report: EvaluationReport) -> dict[str, Any]:
         "most_confused": most_confused,
         "calibration": calibration,
         "figures": figures,
-        "markdown": list(report.markdown.items()) if isinstance(report.markdown, dict) else [],
+        "documents": list(report.documents.items()) if isinstance(report.documents, dict) else [],
         "has_report": bool(data),
     }

@@ -1,7 +1,7 @@
 """Everything that writes EvaluationReport rows.
 
 ``evaluation_report_import(bundle_dir=...)`` reads ``<bundle>/manifest.json`` and, when present,
-``<bundle>/report/``: report.json, every ``*.md`` file, and the figures named in
+``<bundle>/report/``: report.json, its text files (``*.md``, ``*.txt``, ``*.yaml``, ``*.csv``), and the figures named in
 `EvaluationReportImage.Name` (``confusion_matrix.png`` ...). Other files are ignored, and no file
 name from the bundle ever becomes a storage path. Re-importing a version updates its row.
 """
@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 
 REPORT_FOLDER = "report"
 MAX_REPORT_JSON_BYTES = 20 * 1024 * 1024  # a CIFAR-100 report.json is about 0.2 MB
-MAX_MARKDOWN_BYTES = 1024 * 1024
-MAX_MARKDOWN_FILES = 20
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_DOCUMENTS = 20
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MARKDOWN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.md$")
+DOCUMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.(md|txt|yaml|yml|csv)$")
 
 
 def _error(message: str, bundle_dir: Path) -> ApplicationError:
@@ -72,15 +72,15 @@ def _read_report_json(report_dir: Path, bundle_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _read_markdown(report_dir: Path, bundle_dir: Path) -> dict[str, str]:
+def _read_documents(report_dir: Path, bundle_dir: Path) -> dict[str, str]:
+    """The text files of report/ by name: report.md, the other *.md, then *.txt, *.yaml, *.csv."""
     if not report_dir.is_dir():
         return {}
-    names = sorted(p.name for p in report_dir.iterdir() if MARKDOWN_NAME.match(p.name) and p.is_file())
-    # report.md first, the others (ablations.md ...) in name order
-    names.sort(key=lambda name: name != "report.md")
+    names = sorted(p.name for p in report_dir.iterdir() if DOCUMENT_NAME.match(p.name) and p.is_file())
+    names.sort(key=lambda name: (name != "report.md", not name.endswith(".md")))  # stable: by name within
     texts = {}
-    for name in names[:MAX_MARKDOWN_FILES]:
-        data = _read_limited(report_dir / name, MAX_MARKDOWN_BYTES, bundle_dir)
+    for name in names[:MAX_DOCUMENTS]:
+        data = _read_limited(report_dir / name, MAX_DOCUMENT_BYTES, bundle_dir)
         texts[name] = data.decode("utf-8", errors="replace")
     return texts
 
@@ -144,7 +144,7 @@ def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
     report_dir = bundle_dir / REPORT_FOLDER
     try:
         report = _read_report_json(report_dir, bundle_dir)
-        markdown = _read_markdown(report_dir, bundle_dir)
+        documents = _read_documents(report_dir, bundle_dir)
         images = _read_images(report_dir, bundle_dir)
     except OSError as exc:
         raise _error(f"Cannot read {report_dir}: {exc}", bundle_dir) from exc
@@ -158,7 +158,7 @@ def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
     row.source_path = str(bundle_dir.resolve())[:500]
     row.manifest = manifest.to_dict()
     row.report = report
-    row.markdown = markdown
+    row.documents = documents
     for field, value in _headline(report, manifest.metrics or {}).items():
         setattr(row, field, value)
     row.save()

@@ -51,7 +51,7 @@ def copy_bundle(src: Path, dst: Path, **manifest_changes) -> Path:
 # --- import ---------------------------------------------------------------------------------
 
 
-def test_import_stores_headline_json_markdown_and_whitelisted_figures(media_root, reported_bundle, report_json):
+def test_import_stores_headline_json_texts_and_whitelisted_figures(media_root, reported_bundle, report_json):
     report = evaluation_report_import(bundle_dir=reported_bundle)
     assert (report.name, report.version) == ("reported", "reported-1")
     assert report.accuracy == pytest.approx(report_json["accuracy"]) and report.accuracy != 0.5  # report.json wins
@@ -63,15 +63,16 @@ def test_import_stores_headline_json_markdown_and_whitelisted_figures(media_root
     assert report.report["confusion_matrix"] == report_json["confusion_matrix"]
     assert report.manifest["metrics"]["note"] == "the manifest's own numbers"
     assert report.created_at is not None
-    assert list(report.markdown) == ["report.md", "ablations.md"]
-    assert "no augment | 81.0%" in report.markdown["ablations.md"]
+    assert list(report.documents) == ["report.md", "ablations.md", "training-log.txt"]
+    assert "no augment | 81.0%" in report.documents["ablations.md"]
+    assert report.documents["training-log.txt"] == "epoch 1 | val acc 0.40\n"
     names = sorted(report.images.values_list("name", flat=True))
     assert names == ["confusion_matrix", "misclassified", "reliability"]  # no training curves, no secret.png
     for image in report.images.all():
         assert image.file.name.startswith(f"reports/{report.id}/{image.name}")
         with image.file.open("rb") as f:
             assert f.read() == (reported_bundle / "report" / f"{image.name}.png").read_bytes()
-    assert not any("secret" in name or "notes" in name for name in files_under(media_root))
+    assert not any("secret" in name or "notes" in name or name.endswith(".txt") for name in files_under(media_root))
 
 
 def test_reimport_updates_the_row_and_replaces_the_figures(
@@ -86,7 +87,7 @@ def test_reimport_updates_the_row_and_replaces_the_figures(
         second = evaluation_report_import(bundle_dir=bundle)
     assert EvaluationReport.objects.count() == 1
     assert second.pk == first.pk and second.name == "renamed"
-    assert second.markdown["ablations.md"] == "second run"
+    assert second.documents["ablations.md"] == "second run"
     assert sorted(second.images.values_list("name", flat=True)) == ["confusion_matrix", "reliability"]
     stored = files_under(media_root)
     assert len(stored) == 2  # the first import's three files are gone
@@ -100,7 +101,7 @@ def test_a_bundle_without_report_uses_the_manifest_metrics(media_root, tiny_bund
     report = evaluation_report_import(bundle_dir=bundle)
     assert (report.accuracy, report.top5, report.macro_f1, report.ece, report.n) == (0.9, 0.99, 0.89, 0.02, 5000)
     assert report.split == "validation split"
-    assert report.report == {} and report.markdown == {} and not report.images.exists()
+    assert report.report == {} and report.documents == {} and not report.images.exists()
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_change_view_shows_the_confusion_matrix_as_a_table(staff_client, media_r
             assert ("cm-diag" in css) == (j == CIFAR10_CLASSES.index(name))
             assert (shade == 0) == (int(count) == 0)
             assert shade == 0 or (shade - 1) / 10 < int(count) / total <= shade / 10
-    # per-class table, most-confused pairs, markdown and figures
+    # per-class table, most-confused pairs, text files and figures
     airplane = report_json["per_class"][0]
     assert f'<th scope="row">airplane</th><td class="num">{100 * airplane["precision"]:.1f}%</td>' in page
     pair = report_json["most_confused"][0]

@@ -29,5 +29,5 @@ class Command(BaseCommand):
         accuracy = "-" if report.accuracy is None else f"{100 * report.accuracy:.2f}%"
         self.stdout.write(
             f"imported {report.version} ({report.name}): accuracy {accuracy}, n {report.n if report.n is not None else '-'}, "
-            f"figures: {figures}, markdown: {', '.join(report.markdown) or 'none'}"
+            f"figures: {figures}, text files: {', '.join(report.documents) or 'none'}"
         )
