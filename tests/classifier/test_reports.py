@@ -261,9 +261,13 @@ def test_import_button_needs_the_add_permission(client, media_root, reported_bun
 def test_model_bundle_page_links_to_the_report(staff_client, media_root, reported_bundle, settings):
     settings.MODEL_BUNDLE = str(reported_bundle)
     bundle_page = "/admin/classifier/classification/model-bundle/"
-    assert "No evaluation report of reported-1 is imported yet" in staff_client.get(bundle_page).content.decode()
+    page = staff_client.get(bundle_page).content.decode()
+    assert "No evaluation report of reported-1 is imported yet" in page
+    assert "Evaluation report (report/report.json)" in page  # the raw JSON until it is imported
     report = evaluation_report_import(bundle_dir=reported_bundle)
-    assert f'href="{CHANGELIST}{report.id}/change/"' in staff_client.get(bundle_page).content.decode()
+    page = staff_client.get(bundle_page).content.decode()
+    assert f'href="{CHANGELIST}{report.id}/change/"' in page
+    assert "Evaluation report (report/report.json)" not in page
 
 
 # --- command --------------------------------------------------------------------------------
