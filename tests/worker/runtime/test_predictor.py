@@ -152,6 +152,17 @@ def test_get_predictor_caches_by_resolved_path_and_device(tiny_bundle: Path) -> 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_reuse_the_parents_predictor(tiny_bundle: Path) -> None:
+    # The situation under test: the parent ran the model on torch's thread pool. Other tests (or a
+    # session fixture) may have left torch at one thread, so set it here rather than rely on order.
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _check_forked_child(tiny_bundle)
+    finally:
+        torch.set_num_threads(original)
+
+
+def _check_forked_child(tiny_bundle: Path) -> None:
     parent = get_predictor(tiny_bundle, device="cpu")  # CPU: a forked child may not use a parent's CUDA
     expected = parent.predict(random_images(2))
     assert parent.loaded
