@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from classifier.models import Classification
 from classifier.reports.selectors import evaluation_report_for_version
@@ -110,11 +110,12 @@ class ClassificationAdmin(admin.ModelAdmin):
     def predictions_table(self, obj: Classification) -> str:
         if not obj.predictions:
             return "-"
-        rows = "".join(
-            format_html("<tr><td>{}</td><td>{}</td></tr>", p.get("label", "?"), f"{float(p.get('probability', 0)):.2%}")
-            for p in obj.predictions
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            ((p.get("label", "?"), f"{float(p.get('probability', 0)):.2%}") for p in obj.predictions),
         )
-        return format_html("<table><tr><th>Label</th><th>Probability</th></tr>{}</table>", format_html(rows))
+        return format_html("<table><tr><th>Label</th><th>Probability</th></tr>{}</table>", rows)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Classification]:
         return super().get_queryset(request).select_related("owner")
