@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from classifier.errors import ApplicationError
 from classifier.models import Classification
+from classifier.storage import delete_files_on_commit
 from worker.runtime.images import ImageRejected, decode_for_model, prepare_upload
 
 logger = logging.getLogger(__name__)
@@ -130,15 +131,7 @@ def classification_delete(*, classification: Classification) -> None:
     """Delete the row, and its files once the deletion is committed."""
     files = [(f.storage, f.name) for f in (classification.image, classification.thumbnail) if f and f.name]
     classification.delete()
-
-    def remove_files() -> None:
-        for storage, name in files:
-            try:
-                storage.delete(name)
-            except OSError:
-                logger.warning("could not delete %s", name, exc_info=True)
-
-    transaction.on_commit(remove_files)
+    delete_files_on_commit(files)
 
 
 @transaction.atomic

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from classifier.errors import ApplicationError
 from classifier.models import EvaluationReport, EvaluationReportImage
+from classifier.storage import delete_files_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +116,6 @@ def _headline(report: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _delete_on_commit(files: list[tuple[Storage, str]]) -> None:
-    def remove() -> None:
-        for storage, name in files:
-            try:
-                storage.delete(name)
-            except OSError:
-                logger.warning("could not delete %s", name, exc_info=True)
-
-    transaction.on_commit(remove)
-
-
 @transaction.atomic
 def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
     """Create or update the EvaluationReport of the bundle in ``bundle_dir`` (keyed by its version).
@@ -180,7 +170,7 @@ def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
         raise
     # A storage that overwrites (file_overwrite=True) may have reused an old name: keep that file.
     new_names = {name for _, name in new_files}
-    _delete_on_commit([(storage, name) for storage, name in old_files if name not in new_names])
+    delete_files_on_commit([(storage, name) for storage, name in old_files if name not in new_names])
     return row
 
 
@@ -189,4 +179,4 @@ def evaluation_report_delete(*, report: EvaluationReport) -> None:
     """Delete the row and its figures (the files once the deletion is committed)."""
     files = [(image.file.storage, image.file.name) for image in report.images.all() if image.file.name]
     report.delete()
-    _delete_on_commit(files)
+    delete_files_on_commit(files)
