@@ -10,6 +10,11 @@ are parsed to the field's type and unknown keys are refused. Each run writes
 ``runs/<YYYYmmdd-HHMMSS>-<name>/``: ``config.yaml``, ``metrics.csv`` (one row per epoch),
 ``checkpoint.pt`` (last), ``best.pt`` (best validation accuracy) and TensorBoard logs in ``tb/``.
 
+Measured (2-core Xeon, CPU only, torch 2.13, threads=2, quiet machine): ResNet-20 trains at about
+490 images/s, 92 s per epoch; ``model=resnet20 epochs=15 lr=0.15 label_smoothing=0.1 seed=1``
+reaches 85.80% on the 5,000-image validation split (86.36% with flip TTA) in 27 minutes, the
+first two epochs slowed by a test run beside it.
+
 On CUDA the whole data set lives on the GPU, augmentation runs on batched tensors, and the forward
 pass uses bf16 autocast and channels_last. The same code runs on the CPU, slower. Under torchrun
 (WORLD_SIZE > 1) every rank takes its shard of each global batch of ``batch_size`` images (nccl on
