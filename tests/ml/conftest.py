@@ -8,6 +8,10 @@
 - ``ml_cache``: a private decode cache so tests never touch the project's .cache/ml.
 - ``tiny_run``: the run folder of a one-epoch tiny ResNet-20 on the shared image folder (a real
   checkpoint.pt / best.pt for evaluate, export and fine-tuning tests).
+- ``tiny_runs`` (per session): two one-epoch tiny ResNet-20 runs (seeds 0 and 1) on a private
+  4-class folder: ``{"data", "ckpts", "ckpt" (= seed 0), "cache"}``; ``tiny`` (per module) is the
+  same with ``ml.data.DEFAULT_CACHE_DIR`` pointed at its private cache, for the evaluate,
+  ensemble, compare and export tests.
 - ``one_torch_thread`` (autouse): torch runs on one thread during these tests.
 """
 
@@ -98,3 +102,25 @@ def tiny_run(shared_image_folder: Path, tmp_path_factory: pytest.TempPathFactory
         return Path(train(cfg)["run_dir"])
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import ml.data
+    from tests.ml.fakemodels import train_tiny
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", root / "cache")
+        data = write_image_folder(root / "folder")
+        ckpts = [train_tiny(root / "runs", data, name=f"tiny-seed{seed}", seed=seed) for seed in (0, 1)]
+    return {"data": data, "ckpts": ckpts, "ckpt": ckpts[0], "cache": root / "cache"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_runs: dict) -> Iterator[dict]:
+    import ml.data
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", tiny_runs["cache"])
+        yield tiny_runs

@@ -4,9 +4,8 @@ from math import comb
 import numpy as np
 import pytest
 
-import ml.data
 from ml import compare, evaluate
-from tests.ml.fakemodels import VAL_PER_CLASS, tiny_runs
+from tests.ml.fakemodels import VAL_PER_CLASS
 
 
 def paired(b: int, c: int, both_right: int = 50, both_wrong: int = 10):
@@ -99,14 +98,6 @@ def test_verdict_sentence_names_the_better_model_and_reads_the_p_value():
     )
     assert worse.startswith("A is more accurate than B by 1.20 points (95% CI -0.10 to 2.00)")
     assert "could well be chance" in worse
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    runs = tiny_runs(tmp_path_factory)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", runs["cache"])
-        yield runs
 
 
 def test_compare_two_checkpoints_and_their_saved_predictions(tiny, tmp_path, capsys):

@@ -3,9 +3,8 @@ import json
 import numpy as np
 import pytest
 
-import ml.data
 from ml import ensemble, evaluate
-from tests.ml.fakemodels import VAL_PER_CLASS, tiny_runs
+from tests.ml.fakemodels import VAL_PER_CLASS
 
 
 def test_mean_probs_averages_members():
@@ -31,14 +30,6 @@ def test_majority_vote_breaks_ties_by_mean_probability():
     assert ensemble.mean_probs(members[:3])[0].argmax() == 1  # the vote really differs from the mean here
     four = ensemble.majority_vote(members)
     assert four[2] == 2  # votes 1,1,2,2; mean probability of class 2 (0.6) beats class 1 (0.35)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    runs = tiny_runs(tmp_path_factory)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", runs["cache"])
-        yield runs
 
 
 def test_ensemble_cli_reports_mean_vote_and_members(tiny, tmp_path):

@@ -7,23 +7,13 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-import ml.data
 from ml import evaluate
 from ml.checkpoint import load_model
 from ml.data import load_source, stratified_split
 from ml.export import export_bundle
 from ml.train import infer
 from tests.ml.fakedata import IMAGE_FOLDER_CLASSES, write_image_folder
-from tests.ml.fakemodels import VAL_PER_CLASS, tiny_runs
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    """A 4-class image folder and a checkpoint trained on it, with the decode cache kept private."""
-    runs = tiny_runs(tmp_path_factory)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", runs["cache"])
-        yield {"data": runs["data"], "ckpt": runs["ckpts"][0]}
+from tests.ml.fakemodels import VAL_PER_CLASS
 
 
 def held_out(data_root: Path):

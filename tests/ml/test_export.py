@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-import ml.data
 from ml import export
 from ml.checkpoint import load_model
 from ml.evaluate import member_info
 from ml.models import build_model
-from tests.ml.fakemodels import VAL_PER_CLASS, tiny_runs
+from tests.ml.fakemodels import VAL_PER_CLASS
 from worker.runtime.bundle import BundleError, load_bundle, read_manifest
 
 CLASSES = ["a", "b", "c", "d", "e"]
@@ -80,14 +79,6 @@ def test_tampered_module_is_refused(tmp_path):
     module.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="checksum mismatch"):
         load_bundle(tmp_path / "b")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    runs = tiny_runs(tmp_path_factory)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", runs["cache"])
-        yield runs
 
 
 def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, capsys):
