@@ -247,28 +247,6 @@ def recreate_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def build_bundle(out: Path) -> Path:
-    """A random-init ResNet-20 exported with ml.export: the trained model's architecture and cost."""
-    import torch
-
-    from ml.export import export_bundle
-    from ml.models import build_model
-
-    torch.manual_seed(0)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    model = build_model("resnet20", num_classes=len(classes))
-    export_bundle(
-        [(model, {"arch": "resnet20", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]})],
-        out,
-        classes=classes,
-        name="load-bench-untrained",
-        version="load-bench-resnet20-random-init",
-        metrics={"note": "random init; for the load benchmark only"},
-        command="python -m benchmarks.load (no bundles/default)",
-    )
-    return out
-
-
 def wait_http(url: str, timeout: float, stack: Stack) -> None:
     parts = urlsplit(url)
     deadline = time.monotonic() + timeout
@@ -300,7 +278,9 @@ def start_stack(args: argparse.Namespace, stack: Stack) -> tuple[str, str]:
     database_url = recreate_database(args.postgres, args.database)
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").exists():
-        bundle = build_bundle(stack.workdir / "bundle")
+        from benchmarks.runtime import random_bundle  # imports torch: only when no bundle is there
+
+        bundle = random_bundle(stack.workdir, "resnet20")  # the shipped architecture and cost
         stack.notes.append(
             f"{args.bundle} does not exist: used a random-init ResNet-20 exported with ml.export to {bundle}"
         )
