@@ -235,8 +235,8 @@ def infer(
     return torch.cat(out) if out else torch.empty(0)
 
 
-def run_dir(cfg: TrainConfig) -> Path:
-    if cfg.resume:
+def run_dir(cfg: Any) -> Path:
+    if getattr(cfg, "resume", ""):
         return Path(cfg.resume).parent
     # Two runs started in the same second (a sweep, a test) must not share a folder: the second
     # gets a numeric suffix. mkdir(exist_ok=False) makes the claim atomic between processes.
