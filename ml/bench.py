@@ -4,8 +4,9 @@
     python -m ml bench model=preact_resnet18 batch_size=512 steps=100 compile=true   # on CUDA
 
 A training step is the one `ml.train` runs: normalise uint8 images already on the device, random
-crop + flip on the batch, forward (bf16 autocast and channels_last on CUDA), cross-entropy,
-backward, SGD Nesterov step. Images are random, so data loading is not measured (in training the
+crop + flip on the batch, forward (channels_last; bf16 autocast or fp32), cross-entropy,
+backward, SGD Nesterov step. ``precisions=fp32,bf16`` (the default) measures both, one after the
+other in the same run, and prints them side by side with the ratio to the first. Images are random, so data loading is not measured (in training the
 whole set already lives on the device). The first ``warmup`` steps (cudnn autotuning,
 torch.compile) are not timed; CUDA is timed with events, the CPU with perf_counter. "Epoch" means
 ``epoch_images`` images (45,000: CIFAR-10's training set less a 5,000 validation split).
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ml import precision as prec
 from ml.augment import augment_batch, normalize
 from ml.models import build_model, count_flops, count_parameters
 from ml.train import load_config, param_groups, pick_device
@@ -44,6 +46,7 @@ class BenchConfig:
     epoch_images: int = 45_000  # images per epoch for the implied epoch time
     device: str = "auto"  # auto | cpu | cuda
     compile: bool = False  # torch.compile the model
+    precisions: str = "fp32,bf16"  # measured one after the other in this run (auto | bf16 | fp32)
     threads: int = 0  # >0: torch.set_num_threads
     seed: int = 0
     json: str = ""  # also write the results to this file
@@ -82,11 +85,12 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
-def bench(cfg: BenchConfig) -> dict[str, Any]:
+def bench(cfg: BenchConfig, precision: str = "auto") -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
+    dtype = prec.resolve(precision, device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -106,7 +110,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
 
     def train_step() -> None:
         x = augment_batch(normalize(images, mean, std), crop_padding=4, flip=True, generator=gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with prec.autocast(device, dtype):
             loss = F.cross_entropy(forward(x.contiguous(memory_format=torch.channels_last)).float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,7 +119,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     @torch.no_grad()
     def infer_step() -> None:
         x = normalize(images, mean, std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with prec.autocast(device, dtype):
             forward(x)
 
     model.train()
@@ -146,6 +150,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "model": cfg.model,
+        "precision": prec.name(dtype),
         "params": params,
         "macs_per_image": macs,
         "config": asdict(cfg),
@@ -174,21 +179,27 @@ def main(argv: list[str]) -> None:
         parser.error(str(exc))
     if cfg.steps < 1 or cfg.batch_size < 1:
         parser.error("steps and batch_size must be at least 1")
-    r = bench(cfg)
+    results = [bench(cfg, p.strip()) for p in cfg.precisions.split(",") if p.strip()]
+    r = results[0]
     print(f"device   {r['device']} ({r['device_type']}) | torch {r['torch']} | {r['threads']} threads")
     print(
         f"model    {r['model']} width {cfg.width} | {r['params']:,} parameters | {r['macs_per_image'] / 1e6:.1f} M MACs/image"
     )
     print(
-        f"setup    batch {cfg.batch_size} | {cfg.warmup} warm-up steps ({r['warmup_s']:.1f} s, not timed) | compile {cfg.compile}"
+        f"setup    batch {cfg.batch_size} | {cfg.warmup} warm-up steps (not timed) | compile {cfg.compile} | channels_last"
     )
+    base = r["train_images_per_s"]
     print(
-        f"train    {r['train_images_per_s']:,.0f} images/s | {r['train_step_ms']:.1f} ms/step over {cfg.steps} steps"
-        f" | {r['epoch_s']:.1f} s per epoch of {cfg.epoch_images:,} images"
+        f"{'precision':<10}{'train img/s':>12}{'ms/step':>10}{'s/epoch':>10}{'infer img/s':>13}{'train vs first':>16}"
     )
-    print(f"infer    {r['infer_images_per_s']:,.0f} images/s (eval mode, batch {cfg.batch_size})")
-    if "max_memory_gib" in r:
-        print(f"memory   {r['max_memory_gib']:.2f} GiB peak")
+    for r in results:
+        print(
+            f"{r['precision']:<10}{r['train_images_per_s']:>12,.0f}{r['train_step_ms']:>10.1f}{r['epoch_s']:>10.1f}"
+            f"{r['infer_images_per_s']:>13,.0f}{r['train_images_per_s'] / base:>15.2f}x"
+        )
+        if "max_memory_gib" in r:
+            print(f"          memory {r['max_memory_gib']:.2f} GiB peak")
+    print(f"(epoch = {cfg.epoch_images:,} images)")
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.json).write_text(json.dumps(r, indent=2))
+        Path(cfg.json).write_text(json.dumps(results, indent=2))

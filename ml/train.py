@@ -44,6 +44,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from ml import precision as prec
 from ml.augment import augment_batch, normalize
 from ml.checkpoint import read_checkpoint, save_checkpoint
 from ml.data import load_source, stratified_split
@@ -95,6 +96,7 @@ class TrainConfig:
     cutout: int = 0  # cutout square size in pixels; 0 = off
     # runtime
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16) | bf16 | fp32
     compile: bool = False  # torch.compile the model (CUDA)
     threads: int = 0  # >0: torch.set_num_threads
     progress: bool = True
@@ -220,16 +222,22 @@ class EMA:
 
 @torch.no_grad()
 def infer(
-    model: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 1000
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batch_size: int = 1000,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Logits of ``model`` on uint8 images (any device), in eval mode, as float32 on the CPU."""
+    """Logits of ``model`` on uint8 images (any device), in eval mode, as float32 on the CPU;
+    ``dtype`` is the autocast dtype (None = fp32)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i : i + batch_size].to(device, non_blocking=True), mean, std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with prec.autocast(device, dtype):
             out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
@@ -363,6 +371,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world, device = distributed_setup(pick_device(cfg.device))
+    dtype = prec.resolve(cfg.precision, device)
     main_rank = rank == 0
     init = read_checkpoint(cfg.init_from) if cfg.init_from else None
     if init is not None:  # fine-tuning keeps the pretrained architecture
@@ -407,13 +416,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     mean_d, std_d = mean.to(device), std.to(device)
     log(
         f"data: {data.source} | {len(train_idx)} train, {len(val_idx)} val, {len(data.classes)} classes"
-        f" | device {device}" + (f" x {world} ranks" if world > 1 else "")
+        f" | device {device}" + (f" x {world} ranks" if world > 1 else "") + f" | {prec.name(dtype)}"
     )
 
     # ---------------------------------------------------------------- model
     model_options = {"width": cfg.width, "norm": cfg.norm, "residual": cfg.residual} if cfg.model != "plain_cnn" else {}
     model = build_model(cfg.model, num_classes=len(data.classes), **model_options)
     head = head_name(model)
+    if init is None and hasattr(model, "init_from_data"):  # e.g. the fast net's whitening layer
+        model.init_from_data(normalize(train_x[:5000], mean_d, std_d).cpu())
     if init is not None:
         keep_head = not cfg.new_head and list(init["classes"]) == list(data.classes)
         load_backbone(model, init, keep_head)
@@ -496,7 +507,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 factor = lr_factor(cfg, step, total_steps, steps_per_epoch)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * factor * g.get("lr_mult", 1.0)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with prec.autocast(device, dtype):
                 logits = forward(x.contiguous(memory_format=torch.channels_last))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -534,7 +545,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             eval_model = build_model(cfg.model, num_classes=len(data.classes), **model_options).to(device)
             eval_model.load_state_dict(ema.shadow)
         if main_rank and len(val_idx):
-            logits = infer(eval_model, val_x, mean_d, std_d)
+            logits = infer(eval_model, val_x, mean_d, std_d, dtype=dtype)
             row["val_loss"] = F.cross_entropy(logits, val_y).item()
             row["val_acc"] = (logits.argmax(1) == val_y).float().mean().item()
         improved = bool(len(val_idx)) and row["val_acc"] > best

@@ -13,6 +13,8 @@ from torch import nn
 
 
 class TestTimeAugment(nn.Module):
+    __test__ = False  # not a pytest test class
+
     def __init__(self, model: nn.Module, level: int = 2):
         super().__init__()
         if level not in (0, 1, 2):
