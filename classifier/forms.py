@@ -11,6 +11,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.core.files.uploadedfile import UploadedFile
 
 from classifier.models import Classification
+from worker.runtime.images import ACCEPTED_FORMATS_TEXT
 
 # What the file picker offers. The service decides from the decoded bytes, not from these.
 ACCEPTED_TYPES = ",".join(
@@ -21,6 +22,9 @@ ACCEPTED_TYPES = ",".join(
         "image/gif",
         "image/bmp",
         "image/tiff",
+        "image/avif",
+        "image/heic",
+        "image/heif",
         ".jpg",
         ".jpeg",
         ".png",
@@ -29,6 +33,9 @@ ACCEPTED_TYPES = ",".join(
         ".bmp",
         ".tif",
         ".tiff",
+        ".avif",
+        ".heic",
+        ".heif",
     ]
 )
 
@@ -80,7 +87,7 @@ class MultipleImageField(forms.FileField):
 class UploadForm(forms.Form):
     images = MultipleImageField(
         label="Images",
-        help_text="JPEG, PNG, WebP, GIF, BMP or TIFF. You can select several files.",
+        help_text=f"{ACCEPTED_FORMATS_TEXT}. You can select several files.",
         error_messages={"required": "Choose at least one image to classify."},
     )
 

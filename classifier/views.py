@@ -40,6 +40,8 @@ IMAGE_CONTENT_TYPES = {
     "bmp": "image/bmp",
     "tif": "image/tiff",
     "tiff": "image/tiff",
+    "avif": "image/avif",
+    "heic": "image/heic",
 }
 
 
