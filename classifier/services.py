@@ -135,6 +135,17 @@ def classification_delete(*, classification: Classification) -> None:
 
 
 @transaction.atomic
+def classification_delete_many(*, owner, ids: list[uuid.UUID]) -> int:
+    """Delete those of ``ids`` that belong to ``owner`` (others' ids are ignored) and their files
+    once committed; returns how many rows were deleted."""
+    rows = list(Classification.objects.filter(owner=owner, id__in=ids))
+    files = [(f.storage, f.name) for row in rows for f in (row.image, row.thumbnail) if f and f.name]
+    Classification.objects.filter(pk__in=[row.pk for row in rows]).delete()
+    delete_files_on_commit(files)
+    return len(rows)
+
+
+@transaction.atomic
 def classification_start(*, classification_id: uuid.UUID | str) -> Classification | None:
     """Mark the job running and count the attempt; None when there is nothing to do.
 

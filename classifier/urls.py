@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("upload/", views.upload, name="upload"),
     path("classifications/", views.history, name="history"),
+    path("classifications/delete/", views.bulk_delete, name="bulk_delete"),
     path("classifications/<uuid:id>/", views.result, name="result"),
     path("classifications/<uuid:id>/delete/", views.delete, name="delete"),
     # Owner-only (or staff) file views; uploads are never served from a public /media/ URL.

@@ -18,9 +18,9 @@ from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifier import selectors, services
 from classifier.errors import ApplicationError
@@ -43,6 +43,9 @@ IMAGE_CONTENT_TYPES = {
     "avif": "image/avif",
     "heic": "image/heic",
 }
+
+# Formats every current browser can show in an <img> (TIFF and HEIC get the JPEG thumbnail).
+BROWSER_IMAGE_FORMATS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "avif"}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -85,6 +88,18 @@ def _stream(field: FieldFile, content_type: str, filename: str) -> FileResponse:
 
 def _duration(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start and end else None
+
+
+# The CSV export (issue 12) lives in the API; the history page links to it only once it exists.
+EXPORT_CSV_PATH = "/api/v1/classifications/export.csv"
+
+
+def _export_url() -> str | None:
+    try:
+        match = resolve(EXPORT_CSV_PATH)
+    except Resolver404:
+        return None
+    return None if match.url_name == "classification-detail" else EXPORT_CSV_PATH
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -178,6 +193,11 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
         "wait_time": _duration(classification.created_at, classification.started_at),
         "run_time": _duration(classification.started_at, classification.finished_at),
         "api_url": reverse("api:classification-detail", kwargs={"classification_id": classification.id}),
+        # The original where browsers can show it (a larger picture), else the JPEG thumbnail.
+        "display_url": reverse(
+            "classifier:image" if classification.image_format in BROWSER_IMAGE_FORMATS else "classifier:thumbnail",
+            kwargs={"id": classification.id},
+        ),
     }
     return render(request, "classifier/result.html", context)
 
@@ -185,19 +205,41 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
 @login_required
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    filter_form = HistoryFilterForm(request.GET or None)
+    labels = selectors.classification_label_choices(user=request.user)
+    filter_form = HistoryFilterForm(request.GET or None, labels=labels)
     filters = filter_form.filters()
     queryset = selectors.classification_list(user=request.user, filters=filters)
     page = Paginator(queryset, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    export_url = _export_url()
     context = {
         "page": page,
         "filter_form": filter_form,
         "filtered": bool(filters),
         "query": query.urlencode(),
+        "export_url": f"{export_url}?{query.urlencode()}" if export_url and query else export_url,
     }
     return render(request, "classifier/history.html", context)
+
+
+@login_required
+@require_POST
+def bulk_delete(request: HttpRequest) -> HttpResponse:
+    """Delete the selected rows of the history page (ids of other users' rows are ignored)."""
+    ids = []
+    for value in request.POST.getlist("ids"):
+        try:
+            ids.append(UUID(value))
+        except ValueError:
+            continue
+    next_url = _safe_next(request, reverse("classifier:history"))
+    if not ids:
+        messages.error(request, "Select at least one classification to delete.")
+        return redirect(next_url)
+    deleted = services.classification_delete_many(owner=request.user, ids=ids)
+    messages.success(request, f"Deleted {deleted} classification{'s' if deleted != 1 else ''}.")
+    return redirect(next_url)
 
 
 @login_required
