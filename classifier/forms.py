@@ -101,6 +101,17 @@ def _time_zone(name: str) -> ZoneInfo | None:
         return None
 
 
+class DemoForm(forms.Form):
+    """One image for the demo on the home page; the bytes are checked by classifier.demo."""
+
+    image = forms.FileField(
+        label="Image",
+        allow_empty_file=True,  # refused with the upload's own message ("The file is empty...")
+        widget=forms.ClearableFileInput(attrs={"accept": ACCEPTED_TYPES}),
+        error_messages={"required": "Choose an image to try."},
+    )
+
+
 class HistoryFilterForm(forms.Form):
     """History filters. Dates are days in the browser's time zone (``tz``, filled in by app.js;
     UTC without JavaScript). An invalid field is ignored; the valid ones still filter."""

@@ -35,6 +35,12 @@ FINISHED = (Status.DONE, Status.FAILED)
 WORKER_STOPPED = "the worker process stopped before finishing (killed, out of memory or over the time limit)"
 
 
+# Messages the upload page also shows before sending (static/js/upload.js fills in the numbers
+# with the same formatting as _format_bytes), so a refusal reads the same in the browser and here.
+MSG_FILE_TOO_LARGE = "The file is {size}; the limit is {limit}. Please upload a smaller image."
+MSG_EMPTY_FILE = "The file is empty. Please choose an image file."
+
+
 def _format_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
@@ -45,14 +51,14 @@ def _read_upload(upload: UploadedFile) -> bytes:
     size = upload.size
     if size is not None and size > limit:
         raise ApplicationError(
-            f"The file is {_format_bytes(size)}; the limit is {_format_bytes(limit)}. Please upload a smaller image.",
+            MSG_FILE_TOO_LARGE.format(size=_format_bytes(size), limit=_format_bytes(limit)),
             {"max_bytes": limit, "size": size},
             code="file_too_large",
         )
     upload.seek(0)
     data = upload.read(limit + 1)
     if not data:
-        raise ApplicationError("The file is empty. Please choose an image file.", code="empty_file")
+        raise ApplicationError(MSG_EMPTY_FILE, code="empty_file")
     if len(data) > limit:
         raise ApplicationError(
             f"The file is larger than the limit of {_format_bytes(limit)}. Please upload a smaller image.",

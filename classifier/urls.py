@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("demo/", views.demo, name="demo"),
     path("upload/", views.upload, name="upload"),
     path("classifications/", views.history, name="history"),
     path("classifications/delete/", views.bulk_delete, name="bulk_delete"),

@@ -9,6 +9,7 @@ import math
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -23,10 +24,19 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifier import selectors, services
+from classifier.demo import demo_classify, demo_throttle_wait
 from classifier.errors import ApplicationError
-from classifier.forms import HistoryFilterForm, SignUpForm, UploadForm, max_files_per_upload
+from classifier.forms import (
+    ACCEPTED_TYPES,
+    DemoForm,
+    HistoryFilterForm,
+    SignUpForm,
+    UploadForm,
+    max_files_per_upload,
+)
 from classifier.models import Classification
 from classifier.throttling import upload_throttle_wait
+from worker.runtime.images import ACCEPTED_FORMATS_TEXT, MSG_NOT_IMAGE
 
 HISTORY_PAGE_SIZE = 20
 
@@ -118,11 +128,42 @@ def favicon(request: HttpRequest) -> HttpResponse:
     return redirect(static("img/favicon.svg"), permanent=True)
 
 
+def _render_home(request: HttpRequest, context: dict | None = None, status: int = 200) -> HttpResponse:
+    context = {"demo_form": DemoForm(), "limits": _upload_limits(), **(context or {})}
+    return render(request, "classifier/home.html", context, status=status)
+
+
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("classifier:upload")
-    return render(request, "classifier/home.html")
+    return _render_home(request)
+
+
+@require_http_methods(["GET", "POST"])
+def demo(request: HttpRequest) -> HttpResponse:
+    """Classify one image for anyone, synchronously, storing nothing (classifier.demo)."""
+    if request.method == "GET":
+        return redirect(reverse("classifier:home") + "#demo")
+    if (wait := demo_throttle_wait(request)) is not None:
+        seconds = math.ceil(wait)
+        response = _render_home(request, {"demo_throttled_seconds": seconds}, status=429)
+        response["Retry-After"] = str(seconds)
+        return response
+    try:
+        form = DemoForm(request.POST, request.FILES)
+    except TooManyFilesSent:
+        return _render_home(request, {"demo_error": "Send one image at a time."}, status=400)
+    if not form.is_valid():
+        return _render_home(request, {"demo_form": form}, status=400)
+    upload_file = form.cleaned_data["image"]
+    try:
+        result = demo_classify(upload=upload_file)
+    except ApplicationError as exc:
+        context = {"demo_form": form, "demo_error": exc.message, "demo_filename": upload_file.name}
+        return _render_home(request, context, status=400)
+    context = {"demo_result": result, "demo_filename": upload_file.name}
+    return _render_home(request, context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -139,13 +180,34 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form}, status=status)
 
 
+def _upload_limits() -> dict[str, object]:
+    """The server's limits and messages, put on the upload page for the checks upload.js makes
+    before sending (the server still makes every check itself)."""
+    limit = settings.MAX_UPLOAD_BYTES
+    return {
+        "max_bytes": limit,
+        "max_size": services._format_bytes(limit),
+        "max_files": max_files_per_upload(),
+        "accept": ACCEPTED_TYPES,
+        "formats": ACCEPTED_FORMATS_TEXT,
+        "msg_too_large": services.MSG_FILE_TOO_LARGE,
+        "msg_empty": services.MSG_EMPTY_FILE,
+        "msg_not_image": MSG_NOT_IMAGE,
+        "msg_too_many": f"Too many files: upload at most {max_files_per_upload()} at a time.",
+    }
+
+
+def _render_upload(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    return render(request, "classifier/upload.html", {**context, "limits": _upload_limits()}, status=status)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (wait := upload_throttle_wait(request)) is not None:
         seconds = math.ceil(wait)
         context = {"form": UploadForm(), "throttled_seconds": seconds}
-        response = render(request, "classifier/upload.html", context, status=429)
+        response = _render_upload(request, context, status=429)
         response["Retry-After"] = str(seconds)
         return response
     if request.method == "POST":
@@ -157,7 +219,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 "form": UploadForm(),
                 "upload_error": f"Too many files: upload at most {max_files_per_upload()} at a time.",
             }
-            return render(request, "classifier/upload.html", context, status=400)
+            return _render_upload(request, context, status=400)
     else:
         form = UploadForm()
     rejected: list[tuple[str, str]] = []
@@ -177,8 +239,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             return redirect("classifier:history")
         # Nothing accepted: stay on the form and say why, file by file.
     status = 400 if request.method == "POST" else 200
-    context = {"form": form, "rejected": rejected}
-    return render(request, "classifier/upload.html", context, status=status)
+    return _render_upload(request, {"form": form, "rejected": rejected}, status=status)
 
 
 @login_required
