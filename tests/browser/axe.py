@@ -38,5 +38,6 @@ def serious_violations(browser) -> list[str]:
     for violation in result["violations"]:
         if violation.get("impact") in BLOCKING:
             targets = [", ".join(node["target"]) for node in violation["nodes"][:5]]
-            found.append(f"{violation['impact']} {violation['id']}: {violation['help']} at {targets}")
+            summary = (violation["nodes"][0].get("failureSummary") or "").replace("\n", " ")[:300]
+            found.append(f"{violation['impact']} {violation['id']}: {violation['help']} at {targets} ({summary})")
     return found
