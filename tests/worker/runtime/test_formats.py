@@ -72,3 +72,21 @@ def test_refused_formats_are_named(data, name):
         inspect_upload(data)
     assert f"it looks like {name}" in str(excinfo.value)
     assert "not an image" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("pil_format", ["AVIF", "HEIF"])
+def test_exif_orientation_is_applied_once(pil_format):
+    # Left half red, right half blue; orientation 6 (rotate 90° clockwise to display) puts red on top.
+    im = Image.new("RGB", (64, 32), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 32, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, format=pil_format, exif=exif.tobytes(), quality=95)
+    data = buf.getvalue()
+    info = inspect_upload(data)
+    assert (info.width, info.height) == (32, 64)
+    arr = decode_for_model(data, (64, 32)).astype(int)  # H x W = 64 x 32, as displayed
+    top, bottom = arr[:, :24, :], arr[:, 40:, :]
+    assert top[0].mean() > 200 and top[2].mean() < 60  # red on top
+    assert bottom[2].mean() > 200 and bottom[0].mean() < 60  # blue below
