@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -26,7 +27,7 @@ from classifier.reports.services import evaluation_report_import
 from tests.browser.axe import serious_violations
 from tests.browser.conftest import console_errors
 from tests.browser.test_pages import images_loaded, sign_up, wait
-from tests.classifier.factories import PASSWORD, UserFactory
+from tests.classifier.factories import PASSWORD, ClassificationFactory, UserFactory
 from tests.conftest import CIFAR10_CLASSES, make_image_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -224,9 +225,7 @@ def test_history_filter_by_class_bulk_delete_and_export(
 ):
     browser.set_window_size(*SIZES["desktop"])
     sign_up(browser, live_server, "hana")
-    user = Classification._meta.get_field("owner").related_model.objects.get(username="hana")
-    from tests.classifier.factories import ClassificationFactory
-
+    user = get_user_model().objects.get(username="hana")
     for i, label in enumerate(["cat", "dog", "cat", "ship"]):
         ClassificationFactory(owner=user, done=True, top_label=label, original_filename=f"{label}-{i}.png")
     browser.get(live_server.url + "/classifications/")
