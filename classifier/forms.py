@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.conf import settings
@@ -11,6 +13,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.core.files.uploadedfile import UploadedFile
 
 from classifier.models import Classification
+from worker.runtime.images import ACCEPTED_FORMATS_TEXT
 
 # What the file picker offers. The service decides from the decoded bytes, not from these.
 ACCEPTED_TYPES = ",".join(
@@ -21,6 +24,9 @@ ACCEPTED_TYPES = ",".join(
         "image/gif",
         "image/bmp",
         "image/tiff",
+        "image/avif",
+        "image/heic",
+        "image/heif",
         ".jpg",
         ".jpeg",
         ".png",
@@ -29,6 +35,9 @@ ACCEPTED_TYPES = ",".join(
         ".bmp",
         ".tif",
         ".tiff",
+        ".avif",
+        ".heic",
+        ".heif",
     ]
 )
 
@@ -80,22 +89,65 @@ class MultipleImageField(forms.FileField):
 class UploadForm(forms.Form):
     images = MultipleImageField(
         label="Images",
-        help_text="JPEG, PNG, WebP, GIF, BMP or TIFF. You can select several files.",
+        help_text=f"{ACCEPTED_FORMATS_TEXT}. You can select several files.",
         error_messages={"required": "Choose at least one image to classify."},
     )
 
 
+def _time_zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+class DemoForm(forms.Form):
+    """One image for the demo on the home page; the bytes are checked by classifier.demo."""
+
+    image = forms.FileField(
+        label="Image",
+        allow_empty_file=True,  # refused with the upload's own message ("The file is empty...")
+        widget=forms.ClearableFileInput(attrs={"accept": ACCEPTED_TYPES}),
+        error_messages={"required": "Choose an image to try."},
+    )
+
+
 class HistoryFilterForm(forms.Form):
+    """History filters. Dates are days in the browser's time zone (``tz``, filled in by app.js;
+    UTC without JavaScript). An invalid field is ignored; the valid ones still filter."""
+
+    q = forms.CharField(required=False, max_length=100, label="File name")
+    label = forms.ChoiceField(required=False, label="Top class")
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *Classification.Status.choices], label="Status"
     )
-    label = forms.CharField(required=False, max_length=64, label="Top class")
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    tz = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
-    def filters(self) -> dict[str, str]:
-        """The filters for `classification_list`; empty values mean 'no filter'."""
-        if not self.is_valid():
+    def __init__(self, *args: Any, labels: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].choices = [("", "Any class"), *((label, label) for label in labels or [])]
+
+    def clean_tz(self) -> str:
+        name = self.cleaned_data.get("tz") or ""
+        return name if _time_zone(name) is not None else ""
+
+    def filters(self) -> dict[str, Any]:
+        """The filters for `classification_list`; empty or invalid values mean 'no filter'."""
+        if not self.is_bound:
             return {}
-        return {k: v.strip() for k, v in self.cleaned_data.items() if v and v.strip()}
+        self.is_valid()  # fills cleaned_data with the fields that are valid
+        data = self.cleaned_data
+        filters: dict[str, Any] = {
+            key: data[key].strip() for key in ("q", "label", "status") if data.get(key) and data[key].strip()
+        }
+        zone = _time_zone(data.get("tz") or "") or ZoneInfo("UTC")
+        if data.get("date_from"):
+            filters["created_after"] = datetime.combine(data["date_from"], time.min, tzinfo=zone)
+        if data.get("date_to"):  # the whole "to" day is included
+            filters["created_before"] = datetime.combine(data["date_to"] + timedelta(days=1), time.min, tzinfo=zone)
+        return filters
 
 
 class SignUpForm(UserCreationForm):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
@@ -13,7 +14,12 @@ from classifier.models import Classification
 
 
 def classification_list(*, user, filters: dict[str, Any] | None = None) -> QuerySet[Classification]:
-    """The user's own classifications, newest first. ``filters``: ``status`` and ``label`` (top label)."""
+    """The user's own classifications, newest first.
+
+    ``filters``: ``status``, ``label`` (top label, case-insensitive exact), ``q`` (part of the
+    file name, case-insensitive), ``created_after`` (inclusive) and ``created_before`` (exclusive),
+    both aware datetimes.
+    """
     filters = filters or {}
     qs = Classification.objects.filter(owner=user).order_by("-created_at", "-id")
     status = filters.get("status")
@@ -27,7 +33,28 @@ def classification_list(*, user, filters: dict[str, Any] | None = None) -> Query
     label = filters.get("label")
     if label:
         qs = qs.filter(top_label__iexact=label)
+    q = filters.get("q")
+    if q:
+        qs = qs.filter(original_filename__icontains=q)
+    if filters.get("created_after"):
+        qs = qs.filter(created_at__gte=filters["created_after"])
+    if filters.get("created_before"):
+        qs = qs.filter(created_at__lt=filters["created_before"])
     return qs
+
+
+def classification_label_choices(*, user) -> list[str]:
+    """The classes a history filter offers: the model bundle's classes in manifest order, then any
+    other top label among the user's rows (from an older model version), sorted."""
+    from worker.runtime.manifest import BundleError, read_manifest  # torch-free
+
+    try:
+        classes = [str(c) for c in read_manifest(settings.MODEL_BUNDLE).classes]
+    except (BundleError, OSError):
+        classes = []
+    known = set(classes)
+    used = Classification.objects.filter(owner=user).exclude(top_label="").values_list("top_label", flat=True)
+    return classes + sorted(set(used.distinct()) - known)
 
 
 def classification_get(*, user, id: uuid.UUID | str) -> Classification:

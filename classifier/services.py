@@ -35,6 +35,12 @@ FINISHED = (Status.DONE, Status.FAILED)
 WORKER_STOPPED = "the worker process stopped before finishing (killed, out of memory or over the time limit)"
 
 
+# Messages the upload page also shows before sending (static/js/upload.js fills in the numbers
+# with the same formatting as _format_bytes), so a refusal reads the same in the browser and here.
+MSG_FILE_TOO_LARGE = "The file is {size}; the limit is {limit}. Please upload a smaller image."
+MSG_EMPTY_FILE = "The file is empty. Please choose an image file."
+
+
 def _format_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
@@ -45,14 +51,14 @@ def _read_upload(upload: UploadedFile) -> bytes:
     size = upload.size
     if size is not None and size > limit:
         raise ApplicationError(
-            f"The file is {_format_bytes(size)}; the limit is {_format_bytes(limit)}. Please upload a smaller image.",
+            MSG_FILE_TOO_LARGE.format(size=_format_bytes(size), limit=_format_bytes(limit)),
             {"max_bytes": limit, "size": size},
             code="file_too_large",
         )
     upload.seek(0)
     data = upload.read(limit + 1)
     if not data:
-        raise ApplicationError("The file is empty. Please choose an image file.", code="empty_file")
+        raise ApplicationError(MSG_EMPTY_FILE, code="empty_file")
     if len(data) > limit:
         raise ApplicationError(
             f"The file is larger than the limit of {_format_bytes(limit)}. Please upload a smaller image.",
@@ -132,6 +138,17 @@ def classification_delete(*, classification: Classification) -> None:
     files = [(f.storage, f.name) for f in (classification.image, classification.thumbnail) if f and f.name]
     classification.delete()
     delete_files_on_commit(files)
+
+
+@transaction.atomic
+def classification_delete_many(*, owner, ids: list[uuid.UUID]) -> int:
+    """Delete those of ``ids`` that belong to ``owner`` (others' ids are ignored) and their files
+    once committed; returns how many rows were deleted."""
+    rows = list(Classification.objects.filter(owner=owner, id__in=ids))
+    files = [(f.storage, f.name) for row in rows for f in (row.image, row.thumbnail) if f and f.name]
+    Classification.objects.filter(pk__in=[row.pk for row in rows]).delete()
+    delete_files_on_commit(files)
+    return len(rows)
 
 
 @transaction.atomic

@@ -10,8 +10,10 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("demo/", views.demo, name="demo"),
     path("upload/", views.upload, name="upload"),
     path("classifications/", views.history, name="history"),
+    path("classifications/delete/", views.bulk_delete, name="bulk_delete"),
     path("classifications/<uuid:id>/", views.result, name="result"),
     path("classifications/<uuid:id>/delete/", views.delete, name="delete"),
     # Owner-only (or staff) file views; uploads are never served from a public /media/ URL.

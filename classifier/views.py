@@ -9,6 +9,7 @@ import math
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -18,15 +19,24 @@ from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifier import selectors, services
+from classifier.demo import demo_classify, demo_throttle_wait
 from classifier.errors import ApplicationError
-from classifier.forms import HistoryFilterForm, SignUpForm, UploadForm, max_files_per_upload
+from classifier.forms import (
+    ACCEPTED_TYPES,
+    DemoForm,
+    HistoryFilterForm,
+    SignUpForm,
+    UploadForm,
+    max_files_per_upload,
+)
 from classifier.models import Classification
 from classifier.throttling import upload_throttle_wait
+from worker.runtime.images import ACCEPTED_FORMATS_TEXT, MSG_NOT_IMAGE
 
 HISTORY_PAGE_SIZE = 20
 
@@ -40,7 +50,12 @@ IMAGE_CONTENT_TYPES = {
     "bmp": "image/bmp",
     "tif": "image/tiff",
     "tiff": "image/tiff",
+    "avif": "image/avif",
+    "heic": "image/heic",
 }
+
+# Formats every current browser can show in an <img> (TIFF and HEIC get the JPEG thumbnail).
+BROWSER_IMAGE_FORMATS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "avif"}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -85,6 +100,18 @@ def _duration(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start and end else None
 
 
+# The CSV export (issue 12) lives in the API; the history page links to it only once it exists.
+EXPORT_CSV_PATH = "/api/v1/classifications/export.csv"
+
+
+def _export_url() -> str | None:
+    try:
+        match = resolve(EXPORT_CSV_PATH)
+    except Resolver404:
+        return None
+    return None if match.url_name == "classification-detail" else EXPORT_CSV_PATH
+
+
 def _safe_next(request: HttpRequest, default: str) -> str:
     target = request.POST.get("next") or request.GET.get("next")
     if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
@@ -101,11 +128,42 @@ def favicon(request: HttpRequest) -> HttpResponse:
     return redirect(static("img/favicon.svg"), permanent=True)
 
 
+def _render_home(request: HttpRequest, context: dict | None = None, status: int = 200) -> HttpResponse:
+    context = {"demo_form": DemoForm(), "limits": _upload_limits(), **(context or {})}
+    return render(request, "classifier/home.html", context, status=status)
+
+
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("classifier:upload")
-    return render(request, "classifier/home.html")
+    return _render_home(request)
+
+
+@require_http_methods(["GET", "POST"])
+def demo(request: HttpRequest) -> HttpResponse:
+    """Classify one image for anyone, synchronously, storing nothing (classifier.demo)."""
+    if request.method == "GET":
+        return redirect(reverse("classifier:home") + "#demo")
+    if (wait := demo_throttle_wait(request)) is not None:
+        seconds = math.ceil(wait)
+        response = _render_home(request, {"demo_throttled_seconds": seconds}, status=429)
+        response["Retry-After"] = str(seconds)
+        return response
+    try:
+        form = DemoForm(request.POST, request.FILES)
+    except TooManyFilesSent:
+        return _render_home(request, {"demo_error": "Send one image at a time."}, status=400)
+    if not form.is_valid():
+        return _render_home(request, {"demo_form": form}, status=400)
+    upload_file = form.cleaned_data["image"]
+    try:
+        result = demo_classify(upload=upload_file)
+    except ApplicationError as exc:
+        context = {"demo_form": form, "demo_error": exc.message, "demo_filename": upload_file.name}
+        return _render_home(request, context, status=400)
+    context = {"demo_result": result, "demo_filename": upload_file.name}
+    return _render_home(request, context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -122,13 +180,34 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form}, status=status)
 
 
+def _upload_limits() -> dict[str, object]:
+    """The server's limits and messages, put on the upload page for the checks upload.js makes
+    before sending (the server still makes every check itself)."""
+    limit = settings.MAX_UPLOAD_BYTES
+    return {
+        "max_bytes": limit,
+        "max_size": services._format_bytes(limit),
+        "max_files": max_files_per_upload(),
+        "accept": ACCEPTED_TYPES,
+        "formats": ACCEPTED_FORMATS_TEXT,
+        "msg_too_large": services.MSG_FILE_TOO_LARGE,
+        "msg_empty": services.MSG_EMPTY_FILE,
+        "msg_not_image": MSG_NOT_IMAGE,
+        "msg_too_many": f"Too many files: upload at most {max_files_per_upload()} at a time.",
+    }
+
+
+def _render_upload(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    return render(request, "classifier/upload.html", {**context, "limits": _upload_limits()}, status=status)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (wait := upload_throttle_wait(request)) is not None:
         seconds = math.ceil(wait)
         context = {"form": UploadForm(), "throttled_seconds": seconds}
-        response = render(request, "classifier/upload.html", context, status=429)
+        response = _render_upload(request, context, status=429)
         response["Retry-After"] = str(seconds)
         return response
     if request.method == "POST":
@@ -140,7 +219,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 "form": UploadForm(),
                 "upload_error": f"Too many files: upload at most {max_files_per_upload()} at a time.",
             }
-            return render(request, "classifier/upload.html", context, status=400)
+            return _render_upload(request, context, status=400)
     else:
         form = UploadForm()
     rejected: list[tuple[str, str]] = []
@@ -160,8 +239,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             return redirect("classifier:history")
         # Nothing accepted: stay on the form and say why, file by file.
     status = 400 if request.method == "POST" else 200
-    context = {"form": form, "rejected": rejected}
-    return render(request, "classifier/upload.html", context, status=status)
+    return _render_upload(request, {"form": form, "rejected": rejected}, status=status)
 
 
 @login_required
@@ -176,6 +254,11 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
         "wait_time": _duration(classification.created_at, classification.started_at),
         "run_time": _duration(classification.started_at, classification.finished_at),
         "api_url": reverse("api:classification-detail", kwargs={"classification_id": classification.id}),
+        # The original where browsers can show it (a larger picture), else the JPEG thumbnail.
+        "display_url": reverse(
+            "classifier:image" if classification.image_format in BROWSER_IMAGE_FORMATS else "classifier:thumbnail",
+            kwargs={"id": classification.id},
+        ),
     }
     return render(request, "classifier/result.html", context)
 
@@ -183,19 +266,41 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
 @login_required
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    filter_form = HistoryFilterForm(request.GET or None)
+    labels = selectors.classification_label_choices(user=request.user)
+    filter_form = HistoryFilterForm(request.GET or None, labels=labels)
     filters = filter_form.filters()
     queryset = selectors.classification_list(user=request.user, filters=filters)
     page = Paginator(queryset, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    export_url = _export_url()
     context = {
         "page": page,
         "filter_form": filter_form,
         "filtered": bool(filters),
         "query": query.urlencode(),
+        "export_url": f"{export_url}?{query.urlencode()}" if export_url and query else export_url,
     }
     return render(request, "classifier/history.html", context)
+
+
+@login_required
+@require_POST
+def bulk_delete(request: HttpRequest) -> HttpResponse:
+    """Delete the selected rows of the history page (ids of other users' rows are ignored)."""
+    ids = []
+    for value in request.POST.getlist("ids"):
+        try:
+            ids.append(UUID(value))
+        except ValueError:
+            continue
+    next_url = _safe_next(request, reverse("classifier:history"))
+    if not ids:
+        messages.error(request, "Select at least one classification to delete.")
+        return redirect(next_url)
+    deleted = services.classification_delete_many(owner=request.user, ids=ids)
+    messages.success(request, f"Deleted {deleted} classification{'s' if deleted != 1 else ''}.")
+    return redirect(next_url)
 
 
 @login_required

@@ -105,10 +105,14 @@ def _django_settings():
 def make_image_bytes(
     fmt: str = "png", size: tuple[int, int] = (40, 30), color=(200, 30, 30), mode: str = "RGB"
 ) -> bytes:
-    """A real image of ``size`` (W, H) encoded as ``fmt`` (jpg, png, webp, gif, bmp, tiff)."""
+    """A real image of ``size`` (W, H) encoded as ``fmt`` (jpg, png, webp, gif, bmp, tiff, avif, heic)."""
     from PIL import Image
 
-    pil_format = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF"}.get(fmt.lower(), fmt.upper())
+    import worker.runtime.images  # noqa: F401  (registers the HEIF plugin, for heic)
+
+    pil_format = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "heic": "HEIF", "heif": "HEIF"}.get(
+        fmt.lower(), fmt.upper()
+    )
     im = Image.new(mode, size, color)
     for x in range(0, size[0], 4):  # some structure, so encoders do real work
         im.putpixel((x, x % size[1]), (0, 0, 0) if mode == "RGB" else 0)

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from worker.runtime.images import MSG_CORRUPT, MSG_EMPTY, MSG_NOT_IMAGE
+from worker.runtime.images import ACCEPTED_FORMATS_TEXT, MSG_CORRUPT, MSG_EMPTY, MSG_NOT_IMAGE
 
 Outcome = Literal["classify", "reject"]
 
@@ -47,6 +47,12 @@ REASON_FRAGMENTS = {
     "corrupt": "truncated or corrupt",
     "too_many_pixels": "megapixels",
 }
+
+
+def named_refusal(name: str) -> str:
+    """The refusal of a format people try that is not accepted: it names that format."""
+    return f"The file is not an image we can read: it looks like {name} (expected {ACCEPTED_FORMATS_TEXT})."
+
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -332,18 +338,18 @@ def case_specs() -> list[tuple[dict, Callable[[], bytes]]]:
         b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
         b'<rect width="64" height="64" fill="red"/><script>alert(1)</script></svg>'
     )
-    reject("svg", "image.jpg", svg, "not_image", MSG_NOT_IMAGE)
+    reject("svg", "image.jpg", svg, "not_image", named_refusal("XML (SVG?)"))
     reject(
         "html", "image.jpg", b"<!DOCTYPE html><html><body>" + payload + b"</body></html>", "not_image", MSG_NOT_IMAGE
     )
     reject("shell_script", "image.jpg", b"#!/bin/sh\necho pwned > /tmp/pwned\n", "not_image", MSG_NOT_IMAGE)
-    reject("pdf", "scan.jpg", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "not_image", MSG_NOT_IMAGE)
+    reject("pdf", "scan.jpg", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "not_image", named_refusal("PDF"))
     reject(
         "ico_as_png",
         "icon.png",
         encode(base, "ICO", sizes=[(32, 32)]),
         "not_image",
-        MSG_NOT_IMAGE,
+        named_refusal("ICO"),
         note="Pillow can read ICO, but it is not an accepted format",
     )
     return cases

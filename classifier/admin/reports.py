@@ -1,6 +1,6 @@
 """Admin for evaluation reports: a read-only page per bundle version with the confusion-matrix heat
 map, per-class table, most-confused pairs, calibration bins, the stored figures (served to staff
-only, never from /media/) and the report's text files (markdown, logs, config). Writes go through classifier.reports.services.
+only, never from /media/) and the report's text files (markdown rendered and sanitised; logs and config as plain text). Writes go through classifier.reports.services.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.safestring import mark_safe
 
 from classifier.errors import ApplicationError, NotFoundError
 from classifier.models import EvaluationReport
 from classifier.reports import selectors, services
+from classifier.reports.markdown import render_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +186,12 @@ class EvaluationReportAdmin(admin.ModelAdmin):
                 figure["url"] = reverse(
                     "admin:classifier_evaluationreport_figure", kwargs={"report_id": report.id, "name": figure["name"]}
                 )
+            figure_urls = {f"{figure['name']}.png": figure["url"] for figure in details["figures"]}
+            # Markdown files are shown rendered (sanitised); logs, YAML and CSV stay plain text.
+            details["documents"] = [
+                (name, text, mark_safe(render_markdown(text, image_urls=figure_urls)) if name.endswith(".md") else None)
+                for name, text in details["documents"]
+            ]
             extra_context.update(
                 details=details,
                 manifest_json=json.dumps(report.manifest, indent=2, sort_keys=True, default=str),

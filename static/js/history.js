@@ -37,7 +37,32 @@
     });
   }
 
+  // Bulk selection: a "select all" box (shown only with JavaScript) and a live count.
+  function setUpSelection() {
+    var all = document.getElementById("select-all");
+    var button = document.getElementById("bulk-delete-button");
+    var count = document.getElementById("selected-count");
+    if (!all || !button) return;
+    var boxes = document.querySelectorAll("input.row-select");
+    function refresh() {
+      var n = Array.prototype.filter.call(boxes, function (b) { return b.checked; }).length;
+      count.textContent = n ? n + " selected" : "";
+      button.disabled = n === 0;
+      all.checked = n > 0 && n === boxes.length;
+      all.indeterminate = n > 0 && n < boxes.length;
+    }
+    all.classList.remove("hidden");
+    document.getElementById("select-all-label").classList.remove("hidden");
+    all.addEventListener("change", function () {
+      Array.prototype.forEach.call(boxes, function (b) { b.checked = all.checked; });
+      refresh();
+    });
+    Array.prototype.forEach.call(boxes, function (b) { b.addEventListener("change", refresh); });
+    refresh();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    setUpSelection();
     if (pendingRows().length) window.setTimeout(function () { round(0); }, DELAY);
   });
 })();

@@ -10,14 +10,10 @@
 
   function $(id) { return document.getElementById(id); }
 
-  function pad(n) { return (n < 10 ? "0" : "") + n; }
-
+  // The browser's own time zone, named (app.js); UTC as on the server if app.js is missing.
   function formatTime(iso) {
-    if (!iso) return "—";
-    var d = new Date(iso);
-    if (isNaN(d.getTime())) return "—";
-    return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
-      pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) + " UTC";
+    if (window.CifarUI) return window.CifarUI.formatTime(iso, "seconds");
+    return iso ? new Date(iso).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC") : "—";
   }
 
   function seconds(fromIso, toIso) {
@@ -104,6 +100,19 @@
         window.setTimeout(function () { poll(root, url, next); }, next);
       });
   }
+
+  // Keyboard shortcuts: "n" classifies another image, "h" opens the history (links marked
+  // data-shortcut). Ignored while typing in a field or with a modifier held.
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
+    var target = event.target;
+    if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+    var link = document.querySelector('a[data-shortcut="' + (event.key || "").toLowerCase() + '"]');
+    if (link) {
+      event.preventDefault();
+      window.location.assign(link.href);
+    }
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     var root = $("result");

@@ -79,3 +79,18 @@ def screenshot(browser) -> object:
 def console_errors(browser) -> list[str]:
     """Console errors since the last call (CSP violations, failed loads, script errors)."""
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@pytest.fixture
+def queue(monkeypatch) -> list[str]:
+    """Job ids that would have gone to the broker, in order (the tests run them with the real task)."""
+    from classifier import services
+
+    sent: list[str] = []
+
+    def record(classification_id) -> bool:
+        sent.append(str(classification_id))
+        return True
+
+    monkeypatch.setattr(services, "enqueue_classification", record)
+    return sent

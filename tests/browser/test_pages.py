@@ -70,8 +70,10 @@ def test_sign_up_upload_and_watch_the_result_arrive(
     picture = tmp_path / "ship.png"
     picture.write_bytes(make_image_bytes("png", size=(64, 48), color=(20, 60, 160)))
     browser.find_element(By.ID, "id_images").send_keys(str(picture))
-    assert "ship.png" in browser.find_element(By.ID, "file-list").text  # app.js lists the chosen file
+    assert "ship.png" in browser.find_element(By.ID, "file-list").text  # upload.js lists the chosen file
     browser.find_element(By.CSS_SELECTOR, ".upload-form button[type=submit]").click()
+    # upload.js sends the file to the API and gives it a card; its link opens the result page.
+    wait(browser).until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#file-list a.file-link"))).click()
 
     wait(browser).until(EC.url_matches(UUID_PATH.pattern))
     [job_id] = queue
@@ -123,11 +125,18 @@ def test_upload_several_then_delete_one_from_history(
     browser.find_element(By.ID, "id_images").send_keys("\n".join([*paths, str(bad)]))
     browser.find_element(By.CSS_SELECTOR, ".upload-form button[type=submit]").click()
 
-    wait(browser).until(EC.url_to_be(live_server.url + "/classifications/"))
+    # One card per file: three accepted by the API, the fake PNG refused next to its own name.
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#file-list a.file-link")) == 3)
+    bad_card = wait(browser).until(
+        lambda b: next((c for c in b.find_elements(By.CSS_SELECTOR, ".file-card-error") if c.text), None)
+    )
+    assert "notes.png" in bad_card.text and "The file is not an image" in bad_card.text
+    # The one console error so far is the API's 400 for that file (Chrome logs every 4xx).
+    assert all("/api/v1/classifications/" in e and "400" in e for e in console_errors(browser))
     assert len(queue) == 3
+    browser.get(live_server.url + "/classifications/")
     rows = browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")
     assert len(rows) == 3
-    assert "notes.png: The file is not an image" in browser.find_element(By.CSS_SELECTOR, ".messages").text
     wait(browser).until(lambda b: images_loaded(b, "img.thumb") == 3)
     screenshot("history")
 

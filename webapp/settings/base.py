@@ -229,5 +229,7 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["classification_create_ip"] = env("API_
 # The client IP is REMOTE_ADDR, or NUM_PROXIES hops back in X-Forwarded-For behind that many trusted proxies.
 # DRF's default (None) trusts the whole header, which a client can forge to dodge the per-IP throttle.
 REST_FRAMEWORK["NUM_PROXIES"] = env.int("NUM_PROXIES", default=0)
+# The demo on the home page (classifier/demo.py): classifications per client IP, no account needed.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["demo_ip"] = env("DEMO_RATE", default="10/min")
 # Swagger UI must not send our schema to the public validator (and the CSP would block its badge).
 SPECTACULAR_SETTINGS["SWAGGER_UI_SETTINGS"] = {"deepLinking": True, "validatorUrl": None}

@@ -35,5 +35,6 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update(
     {
         "classification_create": env("API_UPLOAD_RATE", default="100000/min"),
         "classification_create_ip": env("API_UPLOAD_IP_RATE", default="100000/min"),
+        "demo_ip": env("DEMO_RATE", default="100000/min"),
     }
 )

@@ -2,7 +2,8 @@
 
 Everything here takes the raw bytes a user sent and trusts nothing about them: the format is
 sniffed from the content by Pillow (never from the file name or the client's content type), only
-six formats are accepted, the size in bytes is checked before anything is parsed, and the pixel
+the formats in `FORMATS` are accepted (AVIF through Pillow's own plugin, HEIC/HEIF through
+pillow-heif's opener, registered here), the size in bytes is checked before anything is parsed, and the pixel
 count is checked from the header before any pixel is decoded.
 
 * `inspect_upload` is the check the web app runs before it stores and queues an upload. It
@@ -34,6 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:  # HEIC/HEIF (iPhone photos): pillow-heif registers a Pillow plugin named "HEIF".
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
+    HEIF_SUPPORTED = False
+
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # 10 MB
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: a 6000 x 4000 (24 MP) photo passes
 THUMBNAIL_QUALITY = 85
@@ -48,12 +57,18 @@ FORMATS: dict[str, tuple[str, str]] = {
     "GIF": ("gif", "image/gif"),
     "BMP": ("bmp", "image/bmp"),
     "TIFF": ("tiff", "image/tiff"),
+    "AVIF": ("avif", "image/avif"),
 }
+if HEIF_SUPPORTED:
+    FORMATS["HEIF"] = ("heic", "image/heic")
 # Only these plugins are ever asked to parse the bytes (MPO is reached through the JPEG plugin).
-_PIL_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_PIL_FORMATS = tuple(name for name in FORMATS if name != "MPO")
+# What people call the accepted formats, for messages and the upload page.
+FORMAT_NAMES = ["JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF", "AVIF", *(["HEIC/HEIF"] if HEIF_SUPPORTED else [])]
+ACCEPTED_FORMATS_TEXT = ", ".join(FORMAT_NAMES[:-1]) + " or " + FORMAT_NAMES[-1]
 
 MSG_EMPTY = "The file is empty."
-MSG_NOT_IMAGE = "The file is not an image we can read (expected JPEG, PNG, WebP, GIF, BMP or TIFF)."
+MSG_NOT_IMAGE = f"The file is not an image we can read (expected {ACCEPTED_FORMATS_TEXT})."
 MSG_CORRUPT = "The image file is truncated or corrupt."
 
 _MB = 1024 * 1024
@@ -65,7 +80,7 @@ class ImageRejected(ValueError):
 
 @dataclass
 class ImageInfo:
-    format: str  # canonical extension: jpg, png, webp, gif, bmp, tiff
+    format: str  # canonical extension: jpg, png, webp, gif, bmp, tiff, avif, heic
     width: int  # as displayed, i.e. after EXIF orientation
     height: int
     mime: str
@@ -115,9 +130,34 @@ def _check_bytes(data: bytes, max_bytes: int | None) -> None:
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
+# ISO base media files (AVIF, HEIC): a box of type "ftyp" first, then the major brand.
+_ISOBMFF_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+# Formats people send that we do not read, named in the refusal (magic bytes -> name).
+_KNOWN_UNSUPPORTED = (
+    (b"<svg", "SVG"),
+    (b"<?xml", "XML (SVG?)"),
+    (b"%PDF", "PDF"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"8BPS", "Photoshop (PSD)"),
+    (b"\x00\x00\x01\x00", "ICO"),
+)
+
+
 def _has_image_signature(data: bytes) -> bool:
     """Starts like one of the accepted formats: then a parse failure means damage, not a wrong type."""
+    if data[4:8] == b"ftyp" and data[8:12] in _ISOBMFF_BRANDS:
+        return True
     return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def _not_image_message(data: bytes) -> str:
+    """MSG_NOT_IMAGE, naming the format when it is one people commonly try."""
+    head = data[:64].lstrip()
+    for magic, name in _KNOWN_UNSUPPORTED:
+        if head.startswith(magic):
+            return f"The file is not an image we can read: it looks like {name} (expected {ACCEPTED_FORMATS_TEXT})."
+    return MSG_NOT_IMAGE
 
 
 def _open(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -128,11 +168,11 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(_bomb_message(exc, max_pixels)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageRejected(MSG_CORRUPT if _has_image_signature(data) else MSG_NOT_IMAGE) from exc
+        raise ImageRejected(MSG_CORRUPT if _has_image_signature(data) else _not_image_message(data)) from exc
     except Exception as exc:  # a plugin choking on a malformed header
         raise ImageRejected(MSG_CORRUPT) from exc
     if im.format not in FORMATS:
-        raise ImageRejected(MSG_NOT_IMAGE)
+        raise ImageRejected(_not_image_message(data))
     width, height = im.size
     if width < 1 or height < 1:
         raise ImageRejected(MSG_CORRUPT)
@@ -297,7 +337,7 @@ def inspect_upload(
     """The upload-time check: size, sniffed format, pixel count, and one full decode.
 
     Raises `ImageRejected` for an empty file, a file over ``max_bytes`` (checked before any
-    parsing), anything that is not JPEG/PNG/WebP/GIF/BMP/TIFF by content, an image over
+    parsing), anything that is not one of `FORMATS` by content, an image over
     ``max_pixels`` (checked from the header, before decoding), and a truncated or corrupt file.
     Returns the canonical format, MIME type, displayed size and frame count.
     """
