@@ -20,7 +20,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import csrf, defaults
@@ -47,6 +47,10 @@ class ApplicationError(Exception):
 class NotFoundError(ApplicationError):
     def __init__(self, message: str = "Not found.", extra: dict[str, Any] | None = None):
         super().__init__(message, extra, code="not_found", status_code=404)
+
+
+# The upload API takes one image per request (classifier.api); more files are refused with this code.
+ONE_IMAGE_PER_REQUEST = "one_image_per_request"
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -82,6 +86,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(
             error_body("request_too_large", "The request body is too large."),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, TooManyFilesSent):  # past DATA_UPLOAD_MAX_NUMBER_FILES Django stops reading
+        return Response(
+            error_body(
+                ONE_IMAGE_PER_REQUEST,
+                "Send one image per request; this request carries too many files. Upload each image in its own request.",
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
