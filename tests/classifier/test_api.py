@@ -130,6 +130,17 @@ def test_post_then_get_gives_the_real_prediction(client, tiny_bundle, media_root
     assert body["error"] == ""
 
 
+@pytest.mark.django_db(transaction=True)  # real commits: the eager task runs on commit, inside the request
+def test_post_in_process_answers_with_the_job_as_it_is_after_the_task_ran(client, tiny_bundle, media_root):
+    # No ?wait: in-process mode (no broker) has classified the image before the answer is written.
+    response = client.post(LIST_URL, {"image": image_upload(make_image_bytes("jpg"), "x.jpg")}, format="multipart")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "done", body
+    assert len(body["predictions"]) == 5 and body["model_version"] == "tiny-test-0"
+    assert body == client.get(body["url"]).json()
+
+
 @pytest.mark.parametrize("case", sorted(bad_uploads()))
 def test_post_bad_input_is_400_and_nothing_stored_or_queued(
     case, client, media_root, django_capture_on_commit_callbacks
