@@ -6,8 +6,9 @@ six formats are accepted, the size in bytes is checked before anything is parsed
 count is checked from the header before any pixel is decoded.
 
 * `inspect_upload` is the check the web app runs before it stores and queues an upload. It
-  decodes the whole image once so that a truncated or corrupt file is refused with a 400 instead
-  of failing later in the worker.
+  decodes the whole image once, with the very function the worker's `decode_for_model` uses
+  (`_decode`), so a file is either refused with a 400 at upload or classified: never accepted
+  and then failed in the worker.
 * `decode_for_model` turns the bytes into the uint8 3 x H x W RGB array the model bundle takes:
   EXIF orientation applied, first frame of an animation, transparency flattened onto white,
   16-bit / palette / greyscale / CMYK converted to 8-bit RGB, centre-cropped to the target aspect
