@@ -12,7 +12,8 @@ own (``--broker``, default ``redis://127.0.0.1:6379/13``) with the model bundle 
 (default ``bundles/default``; when that does not exist a random-init ResNet-20 is exported with
 ml.export into a temporary folder: same architecture and compute as the trained one, and the
 output says so). It creates a user and token, uploads ``--uploads`` small images (CIFAR-10 JPEGs
-from ``--images`` when that folder exists, else generated PNGs) from ``--concurrency`` threads,
+from ``--images`` when that folder exists, by default ``../shared/datasets/cifar10-jpeg/train``
+beside the checkout, else generated PNGs) from ``--concurrency`` threads,
 then polls the API until every accepted job is done or failed, or ``--deadline`` seconds after
 the start have passed. Every process it started is stopped at the end, by its own process group.
 
@@ -57,7 +58,8 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGES = Path("/work/shared/datasets/cifar10-jpeg/train")
+# The CIFAR-10 JPEGs in the shared/ folder beside the checkout, wherever the checkout is.
+DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg" / "train"
 FINISHED = ("done", "failed")
 PENDING = ("queued", "running")
 
@@ -472,14 +474,14 @@ def report(
     return 1 if lost else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8, help="client threads uploading at once")
     parser.add_argument("--deadline", type=float, default=3600.0, help="seconds from the start; then it stops")
     parser.add_argument("--base-url", help="use a running server instead of starting one (needs --token)")
     parser.add_argument("--token", help="API token for --base-url")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="CIFAR-10 JPEG tree (default: %(default)s)")
     parser.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres", help="server URL")
     parser.add_argument("--database", default="cifar_load_bench", help="dropped and recreated each run")
@@ -488,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the logs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.uploads < 1 or args.concurrency < 1:
         parser.error("--uploads and --concurrency must be positive")

@@ -41,6 +41,8 @@ from worker.runtime.images import decode_for_model
 from worker.runtime.predictor import Predictor, configure_threads
 
 DEFAULT_BUNDLE = Path("bundles/default")
+# The CIFAR-10 JPEGs in the shared/ folder beside the checkout, wherever the checkout is.
+CIFAR_JPEG_TREE = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10-jpeg" / "train"
 
 
 def photo_jpeg(width: int, height: int, seed: int) -> bytes:
@@ -62,7 +64,7 @@ def photo_jpeg(width: int, height: int, seed: int) -> bytes:
 
 def cifar_jpegs(n: int) -> list[bytes]:
     """Real 32x32 CIFAR-10 JPEGs when the data set is on this machine, else generated ones."""
-    root = Path("/work/shared/datasets/cifar10-jpeg/train")
+    root = CIFAR_JPEG_TREE
     files = sorted(root.glob("*/*.jpg"))[:: max(1, 50000 // max(n, 1))][:n] if root.is_dir() else []
     if len(files) == n:
         return [f.read_bytes() for f in files]

@@ -25,7 +25,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from classifier import selectors, services
-from classifier.errors import ApplicationError
+from classifier.errors import ONE_IMAGE_PER_REQUEST, ApplicationError
 from classifier.models import Classification
 from classifier.throttling import UploadIPThrottle
 
@@ -92,6 +92,18 @@ def _wait_for(classification: Classification, wait: float | None) -> Classificat
     return classification
 
 
+def _refuse_more_than_one_file(request: Request) -> None:
+    """One image per request: a second file would otherwise be dropped without a word (the
+    serializer keeps one value of ``image`` and ignores other fields)."""
+    count = sum(len(request.FILES.getlist(name)) for name in request.FILES)
+    if count > 1:
+        raise ApplicationError(
+            f"Send one image per request; this request carries {count} files. Upload each image in its own request.",
+            {"files": count, "fields": sorted(request.FILES)},
+            code=ONE_IMAGE_PER_REQUEST,
+        )
+
+
 class ClassificationCollectionApi(APIView):
     """GET: the caller's classifications (paginated, newest first). POST: upload an image."""
 
@@ -141,11 +153,20 @@ class ClassificationCollectionApi(APIView):
 
     @extend_schema(
         operation_id="classifications_create",
+        description=(
+            "Upload one image (multipart field `image`) and queue its classification. One image per "
+            "request: a request carrying more than one file (a second `image`, or a file under any other "
+            "field) is refused with 400 and the code `one_image_per_request`, and nothing is stored or queued."
+        ),
         request={"multipart/form-data": CreateInputSerializer},
         parameters=[WaitInputSerializer],
         responses={
             202: ClassificationOutputSerializer,
-            400: OpenApiResponse(ERROR_RESPONSE, description="Not an image we accept (message says why)"),
+            400: OpenApiResponse(
+                ERROR_RESPONSE,
+                description="Not an image we accept, or more than one file in the request "
+                "(code `one_image_per_request`); the message says why",
+            ),
             401: ERROR_RESPONSE,
             413: ERROR_RESPONSE,
             415: OpenApiResponse(ERROR_RESPONSE, description="The body is not multipart/form-data"),
@@ -155,9 +176,12 @@ class ClassificationCollectionApi(APIView):
     def post(self, request: Request) -> Response:
         wait = WaitInputSerializer(data=request.query_params)
         wait.is_valid(raise_exception=True)
+        _refuse_more_than_one_file(request)
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         classification = services.classification_create(owner=request.user, upload=serializer.validated_data["image"])
+        # The row as it is now: in-process mode ran the task on commit, and a worker may have started it.
+        classification.refresh_from_db()
         classification = _wait_for(classification, wait.validated_data.get("wait"))
         data = ClassificationOutputSerializer(classification, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})

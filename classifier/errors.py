@@ -5,18 +5,25 @@ Every error the API returns looks like::
     {"error": {"code": "invalid_image", "message": "a sentence a person can act on", "details": {...}}}
 
 ``api_exception_handler`` is DRF's EXCEPTION_HANDLER; ``json_404``/``json_500`` are the root URLconf's
-handlers, so URLs under /api/ that match no view answer in the same shape.
+handlers, so URLs under /api/ that match no view answer in the same shape. Those handlers are not
+used with DEBUG on (Django then answers its HTML debug pages), and DRF renders errors with the
+negotiated renderer (HTML for a browser, YAML for the schema view), so `ApiErrorShapeMiddleware`
+makes sure of it: every error response under /api/ leaves as JSON in this shape, DEBUG on or off.
+``csrf_failure`` (CSRF_FAILURE_VIEW) says why a CSRF check failed, in the same shape under /api/.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.views import csrf, defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -40,6 +47,10 @@ class ApplicationError(Exception):
 class NotFoundError(ApplicationError):
     def __init__(self, message: str = "Not found.", extra: dict[str, Any] | None = None):
         super().__init__(message, extra, code="not_found", status_code=404)
+
+
+# The upload API takes one image per request (classifier.api); more files are refused with this code.
+ONE_IMAGE_PER_REQUEST = "one_image_per_request"
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -75,6 +86,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(
             error_body("request_too_large", "The request body is too large."),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, TooManyFilesSent):  # past DATA_UPLOAD_MAX_NUMBER_FILES Django stops reading
+        return Response(
+            error_body(
+                ONE_IMAGE_PER_REQUEST,
+                "Send one image per request; this request carries too many files. Upload each image in its own request.",
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
@@ -124,3 +143,68 @@ def json_500(request: HttpRequest) -> HttpResponse:
             error_body("server_error", "Something went wrong on our side; please try again later."), status=500
         )
     return defaults.server_error(request)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    if _wants_json(request):
+        # The words DRF's SessionAuthentication uses for the same failure.
+        return JsonResponse(error_body("permission_denied", f"CSRF Failed: {reason}"), status=403)
+    return csrf.csrf_failure(request, reason=reason)
+
+
+# Codes for error statuses that reach ApiErrorShapeMiddleware without a body in our shape; DRF's
+# names where DRF has an exception for the status.
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "throttled",
+    500: "server_error",
+}
+_STATUS_MESSAGES = {
+    404: "Not found.",
+    500: "Something went wrong on our side; please try again later.",
+}
+
+
+def _is_error_body(data: Any) -> bool:
+    return isinstance(data, dict) and set(data) == {"error"} and isinstance(data["error"], dict)
+
+
+class ApiErrorShapeMiddleware:
+    """Every error response (status >= 400) under /api/ is JSON in the one error shape.
+
+    A response that is already JSON is left alone. Otherwise the body is replaced: by the error
+    body a DRF response carries (rendered as HTML or YAML for the client that asked), else by one
+    made from the status (Django's debug 404 and 500 pages, a bare 405, a CSRF or 400 page).
+    Headers set by other middleware (Allow, Vary, security headers) are kept.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code < 400 or not _wants_json(request) or response.streaming:
+            return response
+        if response.get("Content-Type", "").split(";")[0].strip() == "application/json":
+            return response
+        data = getattr(response, "data", None)
+        if not _is_error_body(data):
+            status_code = response.status_code
+            try:
+                phrase = HTTPStatus(status_code).phrase
+            except ValueError:
+                phrase = "Error"
+            code = _STATUS_CODES.get(status_code, "server_error" if status_code >= 500 else "error")
+            data = error_body(code, _STATUS_MESSAGES.get(status_code, f"{phrase}."))
+        response.content = json.dumps(data).encode()
+        response["Content-Type"] = "application/json"
+        if response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))
+        return response

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -65,3 +67,9 @@ def classification_get(*, user, id: uuid.UUID | str) -> Classification:
     except (Classification.DoesNotExist, ValidationError, ValueError, TypeError) as exc:
         # ValidationError/ValueError: a malformed UUID; it names no row, so it is "not found" too.
         raise NotFoundError("No such classification.") from exc
+
+
+def classification_status_counts(*, user, ids: Iterable[uuid.UUID | str]) -> Counter[str]:
+    """How many of these (own) classifications are in each status now, e.g. {"done": 5, "failed": 1}."""
+    rows = Classification.objects.filter(owner=user, id__in=list(ids)).values_list("status", flat=True)
+    return Counter(rows)

@@ -119,6 +119,22 @@ def _safe_next(request: HttpRequest, default: str) -> str:
     return default
 
 
+_STATUS_WORDS = {
+    Classification.Status.DONE: "classified",
+    Classification.Status.FAILED: "failed",
+    Classification.Status.RUNNING: "being classified",
+    Classification.Status.QUEUED: "queued for classification",
+}
+
+
+def _upload_summary(total: int, counts: dict[str, int]) -> str:
+    """ "6 images classified." or "6 images uploaded: 4 classified, 1 failed, 1 queued for classification." """
+    parts = [(counts[status], words) for status, words in _STATUS_WORDS.items() if counts.get(status)]
+    if len(parts) == 1 and parts[0][0] == total:
+        return f"{total} images {parts[0][1]}."
+    return f"{total} images uploaded: " + ", ".join(f"{n} {words}" for n, words in parts) + "."
+
+
 # --- pages ---------------------------------------------------------------------------------
 
 
@@ -235,7 +251,10 @@ def upload(request: HttpRequest) -> HttpResponse:
                 messages.error(request, f"{name}: {message}")
             if len(created) == 1:
                 return redirect("classifier:result", id=created[0].id)
-            messages.success(request, f"{len(created)} images queued for classification.")
+            # Worded by the statuses now: in-process mode has already classified them.
+            counts = selectors.classification_status_counts(user=request.user, ids=[c.id for c in created])
+            notify = messages.warning if counts.get(Classification.Status.FAILED) else messages.success
+            notify(request, _upload_summary(len(created), counts))
             return redirect("classifier:history")
         # Nothing accepted: stay on the form and say why, file by file.
     status = 400 if request.method == "POST" else 200

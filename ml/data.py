@@ -18,6 +18,7 @@ import hashlib
 import os
 import pickle
 import tarfile
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -135,11 +136,27 @@ def load_image_folder(
     images = _decode_all([path for path, _ in files], size, workers or (os.cpu_count() or 1))
     labels = np.array([label for _, label in files], dtype=np.int64)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, cache_path)
+        _write_cache(cache_path, images=images, labels=labels)
     return ArrayDataset(images, labels, classes, source=str(root))
+
+
+def _write_cache(cache_path: Path, **arrays: np.ndarray) -> None:
+    """Write the cache file atomically, safe against other writers of the same file.
+
+    Several processes can miss the cache at once (the ranks of a torchrun job, two training
+    commands started together): each writes a temporary file of its own in the same folder and
+    renames it into place, so a reader sees no file or a whole one, and the last rename wins with
+    identical content. A shared temporary name made the slower writer's rename fail.
+    """
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.parent / f".{cache_path.stem}.{os.getpid()}-{uuid.uuid4().hex}.tmp.npz"
+    try:
+        with open(tmp, "xb") as f:  # "x": never someone else's file; the mode follows the umask
+            np.savez(f, **arrays)
+        os.replace(tmp, cache_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ----------------------------------------------------------------------------- CIFAR archives

@@ -113,6 +113,48 @@ def png_bomb(width: int, height: int) -> bytes:
     return png_raw(width, height, bit_depth=1, colour_type=0, rows=(row for _ in range(height)))
 
 
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, the whole chunk with length and CRC), in file order."""
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append((data[pos + 4 : pos + 8], data[pos : pos + 12 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def apng_missing_fctl() -> bytes:
+    """An animated PNG whose acTL announces 2 frames but whose second fcTL chunk is missing.
+
+    Every chunk's CRC is right and the first frame (the IDAT) is complete; Pillow reports "APNG
+    contains frame sequence errors" on the first load, and a second load on the same object used
+    to "succeed" on the half-loaded image.
+    """
+    apng = encode(photo(48, 48, seed=3), "PNG", save_all=True, append_images=[photo(48, 48, seed=4)], duration=100)
+    fctl = [i for i, (tag, _) in enumerate(png_chunks(apng)) if tag == b"fcTL"]
+    assert len(fctl) == 2, "Pillow wrote an APNG without two fcTL chunks"
+    return apng[:8] + b"".join(raw for i, (_, raw) in enumerate(png_chunks(apng)) if i != fctl[1])
+
+
+def tiff_samples_per_pixel(samples: int) -> bytes:
+    """A little-endian RGB TIFF whose SamplesPerPixel tag (277) claims ``samples``.
+
+    Pillow's TIFF plugin refuses more than 6 and logs "More samples per pixel than can be decoded"
+    at ERROR level, which must not reach our logs as a server error.
+    """
+    data = bytearray(encode(photo(16, 16, seed=5), "TIFF"))
+    assert data[:4] == b"II*\x00", "Pillow wrote a big-endian TIFF"
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (entries,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for i in range(entries):
+        entry = ifd + 2 + 12 * i
+        tag, kind, count = struct.unpack("<HHI", data[entry : entry + 8])
+        if tag == 277 and kind == 3 and count == 1:  # one SHORT, stored in the entry itself
+            data[entry + 8 : entry + 10] = struct.pack("<H", samples)
+            return bytes(data)
+    raise AssertionError("no SamplesPerPixel tag")
+
+
 def left_right(width: int, height: int, left: tuple[int, int, int], right: tuple[int, int, int]) -> Image.Image:
     arr = np.zeros((height, width, 3), np.uint8)
     arr[:, : width // 2] = left
@@ -290,6 +332,22 @@ def case_specs() -> list[tuple[dict, Callable[[], bytes]]]:
     reject("truncated_webp", "cut.webp", encode(base, "WEBP", quality=90)[:600], "corrupt", MSG_CORRUPT)
     reject(
         "truncated_tiff", "cut.tif", encode(base, "TIFF")[:30000], "corrupt", MSG_CORRUPT, note="strips past the end"
+    )
+    reject(
+        "apng_missing_fctl",
+        "anim.png",
+        apng_missing_fctl,
+        "corrupt",
+        MSG_CORRUPT,
+        note="acTL says 2 frames, the second fcTL is missing; the upload check once accepted it and the worker failed",
+    )
+    reject(
+        "tiff_too_many_samples",
+        "scan.tif",
+        tiff_samples_per_pixel(1000),
+        "corrupt",
+        MSG_CORRUPT,
+        note="SamplesPerPixel 1000; Pillow logs it at ERROR, we log it as a refused upload",
     )
     reject("zero_bytes", "empty.jpg", b"", "empty", MSG_EMPTY)
 

@@ -7,3 +7,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.production")
 
 application = get_asgi_application()
+
+# With no broker (in-process mode) this process runs the tasks: load the model before the first upload.
+from worker.preload import preload_model_if_in_process  # noqa: E402
+
+preload_model_if_in_process()

@@ -130,6 +130,17 @@ def test_post_then_get_gives_the_real_prediction(client, tiny_bundle, media_root
     assert body["error"] == ""
 
 
+@pytest.mark.django_db(transaction=True)  # real commits: the eager task runs on commit, inside the request
+def test_post_in_process_answers_with_the_job_as_it_is_after_the_task_ran(client, tiny_bundle, media_root):
+    # No ?wait: in-process mode (no broker) has classified the image before the answer is written.
+    response = client.post(LIST_URL, {"image": image_upload(make_image_bytes("jpg"), "x.jpg")}, format="multipart")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "done", body
+    assert len(body["predictions"]) == 5 and body["model_version"] == "tiny-test-0"
+    assert body == client.get(body["url"]).json()
+
+
 @pytest.mark.parametrize("case", sorted(bad_uploads()))
 def test_post_bad_input_is_400_and_nothing_stored_or_queued(
     case, client, media_root, django_capture_on_commit_callbacks
@@ -160,6 +171,37 @@ def test_post_without_image_field_is_400(client, media_root):
     err = assert_error(client.post(LIST_URL, {}, format="multipart"), 400, "invalid")
     assert "image" in err["details"]
     assert err["message"].startswith("image:")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"image": ["a.png", "b.png"]},  # curl -F image=@a.png -F image=@b.png
+        {"image": ["a.png"], "photo": ["b.png"]},  # a second file under another field
+        {"image": [f"{i}.png" for i in range(25)]},  # past DATA_UPLOAD_MAX_NUMBER_FILES (Django stops reading)
+    ],
+    ids=["two-images", "image-and-another-file", "25-images"],
+)
+def test_post_with_more_than_one_file_is_400_and_nothing_is_dropped_silently(
+    fields, client, media_root, django_capture_on_commit_callbacks
+):
+    data = {name: [image_upload(name=n) for n in names] for name, names in fields.items()}
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(LIST_URL, data, format="multipart")
+    err = assert_error(response, 400, "one_image_per_request")
+    assert "one image per request" in err["message"]
+    if sum(map(len, fields.values())) <= 20:
+        assert err["details"] == {"files": sum(map(len, fields.values())), "fields": sorted(fields)}
+    assert Classification.objects.count() == 0
+    assert files_under(media_root) == []
+    assert callbacks == []
+
+
+def test_schema_documents_one_image_per_request():
+    spec = APIClient().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    create = spec["paths"]["/api/v1/classifications/"]["post"]
+    assert "one_image_per_request" in create["description"]
+    assert "one_image_per_request" in create["responses"]["400"]["description"]
 
 
 def test_post_json_body_is_415(client):

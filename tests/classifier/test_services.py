@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from unittest import mock
 
@@ -14,6 +15,8 @@ from classifier.errors import ApplicationError
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory, UserFactory
 from tests.conftest import bad_uploads, files_under, make_image_bytes
+from tests.hostile import tiff_samples_per_pixel
+from worker.runtime.images import MSG_CORRUPT
 
 pytestmark = pytest.mark.django_db
 
@@ -178,6 +181,37 @@ def test_process_ends_corrupt_stored_image_as_failed_with_a_message(tiny_bundle,
     c.refresh_from_db()
     assert c.status == Status.FAILED
     assert c.error.startswith("The image could not be read")
+
+
+def pil_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "PIL" or r.name.startswith("PIL.")]
+
+
+def test_a_refused_upload_is_logged_as_a_refusal_not_as_an_image_library_error(media_root, caplog):
+    # Pillow's TIFF plugin logs "More samples per pixel than can be decoded" at ERROR for this file.
+    owner = UserFactory()
+    with caplog.at_level(logging.DEBUG), pytest.raises(ApplicationError):
+        services.classification_create(owner=owner, upload=upload(tiff_samples_per_pixel(1000), "scan.tif"))
+    assert any("More samples per pixel" in r.getMessage() for r in pil_records(caplog))
+    assert [(r.name, r.levelname) for r in pil_records(caplog) if r.levelno > logging.WARNING] == []
+    [ours] = [r for r in caplog.records if r.name == "classifier.services"]
+    assert ours.levelno == logging.INFO
+    message = ours.getMessage()
+    assert "upload refused (invalid_image)" in message
+    assert f"user {owner.pk}" in message and "'scan.tif'" in message and MSG_CORRUPT in message
+
+
+def test_a_stored_image_the_worker_refuses_is_logged_with_the_job(tiny_bundle, media_root, caplog):
+    c = ClassificationFactory()
+    (media_root / c.image.name).write_bytes(tiff_samples_per_pixel(1000))
+    with caplog.at_level(logging.DEBUG):
+        services.classification_process(classification_id=c.id)
+    c.refresh_from_db()
+    assert c.status == Status.FAILED
+    assert [(r.name, r.levelname) for r in pil_records(caplog) if r.levelno > logging.WARNING] == []
+    [ours] = [r for r in caplog.records if r.name == "classifier.services"]
+    assert ours.levelno == logging.WARNING
+    assert str(c.id) in ours.getMessage() and MSG_CORRUPT in ours.getMessage()
 
 
 def test_process_missing_file_fails_with_a_message(tiny_bundle, media_root):

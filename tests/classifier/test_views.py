@@ -218,6 +218,34 @@ def test_upload_several_images_creates_one_job_each_and_shows_history(alice_clie
     assert "3 images queued" in html
 
 
+@pytest.mark.django_db(transaction=True)  # real commits: in-process mode runs each task on commit
+def test_upload_message_says_the_images_are_classified_when_they_are(alice_client, alice, tiny_bundle):
+    files = [upload_file(f"img{i}.png", image_bytes("PNG", color=(i * 40, 0, 0))) for i in range(6)]
+    response = alice_client.post(reverse("classifier:upload"), {"images": files}, follow=True)
+    assert set(Classification.objects.filter(owner=alice).values_list("status", flat=True)) == {"done"}
+    html = response.content.decode()
+    assert "6 images classified." in html
+    assert "queued for classification" not in html
+
+
+@pytest.mark.parametrize(
+    "counts, expected",
+    [
+        ({"done": 6}, "6 images classified."),
+        ({"queued": 3}, "3 images queued for classification."),
+        (
+            {"done": 4, "failed": 1, "queued": 1},
+            "6 images uploaded: 4 classified, 1 failed, 1 queued for classification.",
+        ),
+        ({"running": 1, "done": 1}, "2 images uploaded: 1 classified, 1 being classified."),
+    ],
+)
+def test_upload_message_is_worded_by_status(counts, expected):
+    from classifier.views import _upload_summary
+
+    assert _upload_summary(sum(counts.values()), counts) == expected
+
+
 def test_upload_keeps_good_files_and_names_the_bad_ones(alice_client, alice):
     files = [
         upload_file("good.jpg", image_bytes("JPEG")),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +256,64 @@ def test_adding_a_file_changes_the_key(image_folder: Path, ml_cache: Path) -> No
     assert len(load_image_folder(image_folder)) == 80
     shutil.copy(sorted((image_folder / "dog").iterdir())[0], image_folder / "dog" / "extra.png")
     assert len(load_image_folder(image_folder)) == 81
+
+
+def _load_when_both_are_about_to_rename(folder: Path, cache: Path, barrier, results) -> None:
+    """In a forked child: load a cold cache, but hold the rename into place until the other child
+    is about to rename too, which is the interleaving of two DDP ranks that made one of them fail."""
+    real_replace = os.replace
+
+    def replace(src, dst):
+        try:
+            barrier.wait(timeout=20)  # an implementation that renames once just waits here for nothing
+        except threading.BrokenBarrierError:
+            pass
+        return real_replace(src, dst)
+
+    os.replace = replace  # this child's os module only
+    try:
+        data = load_image_folder(folder, cache_dir=cache, workers=1)
+        results.put((os.getpid(), "ok", len(data), int(data.images.sum())))
+    except BaseException as exc:
+        results.put((os.getpid(), "error", repr(exc), 0))
+        raise
+
+
+def test_two_processes_loading_a_cold_cache_at_once_both_succeed(image_folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cold-cache"
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    children = [
+        ctx.Process(target=_load_when_both_are_about_to_rename, args=(image_folder, cache, barrier, results))
+        for _ in range(2)
+    ]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert [o[1:] for o in outcomes if o[1] != "ok"] == []
+    assert [child.exitcode for child in children] == [0, 0]
+    expected = load_image_folder(image_folder, cache_dir=None, workers=1)
+    assert {o[2:] for o in outcomes} == {(len(expected), int(expected.images.sum()))}
+    # one whole cache file, no temporary file left behind, and it is what a later load reads
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".npz") or ".tmp" in p.name] == []
+    assert len(list(cache.iterdir())) == 1
+    cached = load_image_folder(image_folder, cache_dir=cache, workers=1)
+    assert cached.extra["cache"] == str(next(cache.iterdir()))
+    assert np.array_equal(cached.images, expected.images) and np.array_equal(cached.labels, expected.labels)
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(image_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ml.data.np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        load_image_folder(image_folder, cache_dir=cache, workers=1)
+    assert list(cache.iterdir()) == []
 
 
 def test_parallel_decode_matches_serial(image_folder: Path, monkeypatch) -> None:

@@ -217,6 +217,12 @@ MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
     "classifier.middleware.ContentSecurityPolicyMiddleware",
 )
+# Every error under /api/ in the API's JSON error shape, also with DEBUG on (classifier/errors.py).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("classifier.middleware.ContentSecurityPolicyMiddleware") + 1,
+    "classifier.errors.ApiErrorShapeMiddleware",
+)
+CSRF_FAILURE_VIEW = "classifier.errors.csrf_failure"
 # Django's defaults, stated so a test and a reader can rely on them.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

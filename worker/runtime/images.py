@@ -7,8 +7,9 @@ pillow-heif's opener, registered here), the size in bytes is checked before anyt
 count is checked from the header before any pixel is decoded.
 
 * `inspect_upload` is the check the web app runs before it stores and queues an upload. It
-  decodes the whole image once so that a truncated or corrupt file is refused with a 400 instead
-  of failing later in the worker.
+  decodes the whole image once, with the very function the worker's `decode_for_model` uses
+  (`_decode`), so a file is either refused with a 400 at upload or classified: never accepted
+  and then failed in the worker.
 * `decode_for_model` turns the bytes into the uint8 3 x H x W RGB array the model bundle takes:
   EXIF orientation applied, first frame of an animation, transparency flattened onto white,
   16-bit / palette / greyscale / CMYK converted to 8-bit RGB, centre-cropped to the target aspect
@@ -26,6 +27,7 @@ Django.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import warnings
 from collections.abc import Iterator
@@ -72,6 +74,45 @@ MSG_NOT_IMAGE = f"The file is not an image we can read (expected {ACCEPTED_FORMA
 MSG_CORRUPT = "The image file is truncated or corrupt."
 
 _MB = 1024 * 1024
+
+
+# ----------------------------------------------------------------------------- Pillow's log records
+class _UserFileProblem(logging.Filter):
+    """Pillow's plugins log what is wrong with the file being parsed (the TIFF plugin says "More
+    samples per pixel than can be decoded" at ERROR). Here that file is one a user sent, and
+    refusing it is not a server error: such records are kept, at WARNING. The caller logs its
+    own line saying which upload or job was refused and why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+# The loggers of the Pillow modules that parse what we accept (logging.getLogger creates them
+# before Pillow imports its plugins; a filter on "PIL" itself would not see its children's records).
+PIL_LOGGERS = (
+    "PIL.Image",
+    "PIL.ImageFile",
+    "PIL.JpegImagePlugin",
+    "PIL.MpoImagePlugin",
+    "PIL.PngImagePlugin",
+    "PIL.WebPImagePlugin",
+    "PIL.GifImagePlugin",
+    "PIL.BmpImagePlugin",
+    "PIL.TiffImagePlugin",
+    "PIL.TiffTags",
+)
+
+
+def _demote_pil_errors() -> None:
+    for name in PIL_LOGGERS:
+        pil_logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserFileProblem) for f in pil_logger.filters):
+            pil_logger.addFilter(_UserFileProblem())
+
+
+_demote_pil_errors()
 
 
 class ImageRejected(ValueError):
@@ -216,14 +257,19 @@ def _verify_png_checksums(data: bytes) -> None:
 
 
 def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8) of a decoded image.
+
+    Only called after `_load`: for PNG, ``getexif()`` loads the image itself, and a decoder error
+    swallowed here would let a second load "succeed" on a half-decoded image.
+    """
     try:
         return int(im.getexif().get(0x0112, 1))
     except Exception:  # a malformed EXIF block is not a reason to refuse the pixels
         return 1
 
 
-def _exif_transpose(im: Image.Image) -> Image.Image:
-    if _orientation(im) == 1:  # nothing to do; exif_transpose would still copy every pixel
+def _exif_transpose(im: Image.Image, orientation: int) -> Image.Image:
+    if orientation == 1:  # nothing to do; exif_transpose would still copy every pixel
         return im
     try:
         transposed = ImageOps.exif_transpose(im)
@@ -294,12 +340,33 @@ def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def _decoded(data: bytes, *, draft_to: tuple[int, int], max_pixels: int) -> Image.Image:
-    """The first frame, decoded and upright, in a mode of `_to_8bit`."""
+@dataclass
+class _Decoded:
+    image: Image.Image  # the first frame, upright, in a mode of `_to_8bit` (JPEGs possibly at reduced scale)
+    format: str  # Pillow's format name
+    size: tuple[int, int]  # full-resolution (width, height) as displayed, i.e. after EXIF orientation
+
+
+def _decode(data: bytes, *, draft_to: tuple[int, int], max_pixels: int) -> _Decoded:
+    """The one decode of an upload: the upload check, the thumbnail and the worker all run this.
+
+    Whatever it refuses is refused at upload time, and whatever it accepts at upload time the
+    worker decodes the same way, so a job never fails in the worker on a file the upload check
+    let through. ``draft_to`` only sets the JPEG decode scale, which reads every byte either way.
+    """
+    if not data:
+        raise ImageRejected(MSG_EMPTY)
     im = _open(data, max_pixels=max_pixels)
+    fmt = im.format
+    width, height = im.size  # before the reduced-scale JPEG decode changes it
     _draft(im, draft_to)
     _load(im, max_pixels)
-    return _to_8bit(_exif_transpose(im))
+    if fmt == "PNG":
+        _verify_png_checksums(data)
+    orientation = _orientation(im)
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees when displayed
+        width, height = height, width
+    return _Decoded(image=_to_8bit(_exif_transpose(im, orientation)), format=fmt, size=(width, height))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -312,23 +379,14 @@ def _count_frames(data: bytes) -> int:
         return 1
 
 
-def _inspect(
-    data: bytes, *, max_bytes: int, max_pixels: int, draft_to: tuple[int, int]
-) -> tuple[ImageInfo, Image.Image]:
-    """The checks of inspect_upload; also returns the decoded first frame (not yet upright or RGB)."""
+def _inspect(data: bytes, *, max_bytes: int, max_pixels: int, draft_to: tuple[int, int]) -> tuple[ImageInfo, _Decoded]:
+    """The checks of inspect_upload; also returns the decoded first frame."""
     _check_bytes(data, max_bytes)
-    im = _open(data, max_pixels=max_pixels)
-    fmt, mime = FORMATS[im.format]
-    width, height = im.size
-    if _orientation(im) in (5, 6, 7, 8):  # rotated by 90 degrees when displayed
-        width, height = height, width
-    # Decode at reduced JPEG scale: every byte of the stream is still read (see _draft).
-    _draft(im, draft_to)
-    _load(im, max_pixels)
-    if im.format == "PNG":
-        _verify_png_checksums(data)
+    decoded = _decode(data, draft_to=draft_to, max_pixels=max_pixels)
+    fmt, mime = FORMATS[decoded.format]
+    width, height = decoded.size
     info = ImageInfo(format=fmt, width=width, height=height, mime=mime, frames=_count_frames(data))
-    return info, im
+    return info, decoded
 
 
 def inspect_upload(
@@ -361,8 +419,8 @@ def prepare_upload(
     if thumbnail_size < 1:
         raise ValueError(f"thumbnail_size must be positive, got {thumbnail_size}")
     side = 2 * thumbnail_size
-    info, im = _inspect(data, max_bytes=max_bytes, max_pixels=max_pixels, draft_to=(side, side))
-    return info, _encode_thumbnail(_to_8bit(_exif_transpose(im)), thumbnail_size)
+    info, decoded = _inspect(data, max_bytes=max_bytes, max_pixels=max_pixels, draft_to=(side, side))
+    return info, _encode_thumbnail(decoded.image, thumbnail_size)
 
 
 def decode_for_model(
@@ -379,9 +437,7 @@ def decode_for_model(
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive (H, W), got {size}")
     side = 2 * max(height, width)
-    if not data:
-        raise ImageRejected(MSG_EMPTY)
-    im = _decoded(data, draft_to=(side, side), max_pixels=max_pixels)
+    im = _decode(data, draft_to=(side, side), max_pixels=max_pixels).image
     src_w, src_h = im.size
     if src_w * height > src_h * width:  # wider than the target: crop the sides
         crop_w = src_h * width / height
@@ -401,9 +457,7 @@ def make_thumbnail(data: bytes, size: int = 128, *, max_pixels: int = DEFAULT_MA
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    if not data:
-        raise ImageRejected(MSG_EMPTY)
-    return _encode_thumbnail(_decoded(data, draft_to=(2 * size, 2 * size), max_pixels=max_pixels), size)
+    return _encode_thumbnail(_decode(data, draft_to=(2 * size, 2 * size), max_pixels=max_pixels).image, size)
 
 
 def _encode_thumbnail(im: Image.Image, size: int) -> bytes:

@@ -71,6 +71,26 @@ def test_decode_for_model_decodes_what_is_accepted_and_refuses_the_rest(
         assert arr.flags["C_CONTIGUOUS"]
 
 
+def _outcome(fn, data: bytes) -> str:
+    try:
+        fn(data)
+    except ImageRejected as exc:
+        return f"refused: {exc}"
+    return "accepted"
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_the_upload_check_and_the_worker_make_one_decision(name: str, hostile_corpus: dict[str, Case]) -> None:
+    # Whatever the upload check accepts, the worker decodes; whatever the worker would refuse is
+    # refused at upload with the same message (a broken APNG once got 202 and then failed).
+    data = hostile_corpus[name].read()
+    if len(data) > DEFAULT_MAX_BYTES:  # refused on length before any decode; the worker never sees it
+        return
+    upload = _outcome(lambda d: prepare_upload(d, max_bytes=DEFAULT_MAX_BYTES, max_pixels=DEFAULT_MAX_PIXELS), data)
+    assert upload == _outcome(decode_for_model, data)
+    assert upload == _outcome(inspect, data)
+
+
 @pytest.mark.parametrize("name", [n for n in CASE_NAMES])
 def test_make_thumbnail_reencodes_accepted_files(name: str, hostile_corpus: dict[str, Case]) -> None:
     case = hostile_corpus[name]

@@ -1,0 +1,39 @@
+"""The benchmarks find the shared data set beside the checkout, wherever the checkout is."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def import_copy(tmp_path: Path, name: str):
+    """benchmarks/<name>.py copied into tmp_path/checkout/benchmarks/ and imported from there."""
+    folder = tmp_path / "checkout" / "benchmarks"
+    folder.mkdir(parents=True)
+    shutil.copy(BENCHMARKS / f"{name}.py", folder / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"copied_benchmarks_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_load_benchmark_defaults_to_the_shared_folder_beside_the_checkout(tmp_path: Path) -> None:
+    load = import_copy(tmp_path, "load")
+    expected = tmp_path / "shared" / "datasets" / "cifar10-jpeg" / "train"
+    assert load.build_parser().parse_args([]).images == expected
+
+
+def test_runtime_benchmark_reads_the_shared_folder_beside_the_checkout(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    runtime = import_copy(tmp_path, "runtime")
+    assert runtime.CIFAR_JPEG_TREE == tmp_path / "shared" / "datasets" / "cifar10-jpeg" / "train"
