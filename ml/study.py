@@ -180,6 +180,9 @@ def plan(study: Study) -> dict[str, list[Run]]:
         runs[c.name] = []
         if c.trainer == "ensemble" and c.checkpoints:
             files = sorted(glob.glob(c.checkpoints))
+            if not files:  # e.g. the shipped members are not in this checkout: reported as not run
+                print(f"condition {c.name}: no checkpoint matches {c.checkpoints}; left out")
+                continue
             spec = {"trainer": "ensemble", "files": files, "tta": c.tta}
             runs[c.name].append(Run(c, None, study.runs_dir / f"ensemble-{_hash(spec)}", spec))
             continue
@@ -549,7 +552,7 @@ def test_hypotheses(study: Study, runs: dict[str, list[Run]]) -> list[dict[str, 
     rows = []
     for h in study.hypotheses:
         base, cond = runs[h["baseline"]], runs[h["condition"]]
-        if not all(r.done for r in base + cond):
+        if not base or not cond or not all(r.done for r in base + cond):
             continue
         by_seed_b = {r.seed: r.result()["accuracy"] for r in base}
         by_seed_c = {r.seed: r.result()["accuracy"] for r in cond}
