@@ -18,7 +18,39 @@ FIGURE_ALT = {
     EvaluationReportImage.Name.RELIABILITY: "Reliability diagram: accuracy against confidence per confidence bin",
     EvaluationReportImage.Name.MISCLASSIFIED: "Grid of misclassified validation images with true and predicted labels",
     EvaluationReportImage.Name.TRAINING_CURVES: "Training curves: loss and accuracy per epoch",
+    EvaluationReportImage.Name.ABLATION_ACCURACY: "Bar chart: validation accuracy per ablation condition, mean and std over seeds",
+    EvaluationReportImage.Name.ABLATION_KNOCKOUT: "Line chart: validation accuracy against the share of feature maps zeroed",
+    EvaluationReportImage.Name.COMPARISON_ACCURACY: "Bar chart: validation accuracy per model, mean and std over seeds",
+    EvaluationReportImage.Name.COMPARISON_TRANSFER: "Transfer learning: accuracy per condition and validation curves",
 }
+
+# Markdown documents are rendered to HTML and then sanitised: only these tags survive (no images,
+# links lose everything but href, and nh3 drops javascript: URLs and every event handler).
+MARKDOWN_TAGS = {
+    "h1", "h2", "h3", "h4", "h5", "h6", "p", "br", "hr", "strong", "em", "code", "pre", "blockquote",
+    "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "a",
+}  # fmt: skip
+MARKDOWN_ATTRIBUTES = {"a": {"href"}, "th": {"align"}, "td": {"align"}}
+
+
+def render_markdown(text: str) -> str:
+    """Markdown (with tables and fenced code) as sanitised HTML, safe to mark safe in a template."""
+    import markdown
+    import nh3
+
+    html = markdown.markdown(text, extensions=["tables", "fenced_code"], output_format="html")
+    return nh3.clean(html, tags=MARKDOWN_TAGS, attributes=MARKDOWN_ATTRIBUTES, link_rel="noopener noreferrer")
+
+
+def _documents(report: EvaluationReport) -> list[dict[str, Any]]:
+    from django.utils.safestring import mark_safe
+
+    documents = report.documents if isinstance(report.documents, dict) else {}
+    out = []
+    for name, text in documents.items():
+        html = mark_safe(render_markdown(str(text))) if str(name).endswith(".md") else None  # noqa: S308 (sanitised)
+        out.append({"name": name, "text": text, "html": html})
+    return out
 
 
 def evaluation_report_for_version(*, version: str) -> EvaluationReport | None:
@@ -126,6 +158,6 @@ def evaluation_report_details(*, report: EvaluationReport) -> dict[str, Any]:
         "most_confused": most_confused,
         "calibration": calibration,
         "figures": figures,
-        "documents": list(report.documents.items()) if isinstance(report.documents, dict) else [],
+        "documents": _documents(report),
         "has_report": bool(data),
     }
