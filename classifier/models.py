@@ -112,6 +112,11 @@ class EvaluationReportImage(models.Model):
         RELIABILITY = "reliability", "Reliability diagram"
         MISCLASSIFIED = "misclassified", "Misclassified images"
         TRAINING_CURVES = "training_curves", "Training curves"
+        # python -m ml study figures (report/studies/<study>/<figure>.png -> <study>_<figure>)
+        ABLATION_ACCURACY = "ablation_accuracy", "Ablation study: accuracy per condition"
+        ABLATION_KNOCKOUT = "ablation_knockout", "Ablation study: feature-map knock-out"
+        COMPARISON_ACCURACY = "comparison_accuracy", "Comparison study: accuracy per model"
+        COMPARISON_TRANSFER = "comparison_transfer", "Comparison study: transfer learning"
 
     report = models.ForeignKey(EvaluationReport, on_delete=models.CASCADE, related_name="images")
     name = models.CharField(max_length=32, choices=Name.choices)

@@ -188,10 +188,9 @@ class EvaluationReportAdmin(admin.ModelAdmin):
                 )
             figure_urls = {f"{figure['name']}.png": figure["url"] for figure in details["figures"]}
             # Markdown files are shown rendered (sanitised); logs, YAML and CSV stay plain text.
-            details["documents"] = [
-                (name, text, mark_safe(render_markdown(text, image_urls=figure_urls)) if name.endswith(".md") else None)
-                for name, text in details["documents"]
-            ]
+            for doc in details["documents"]:
+                markdown = doc["name"].endswith(".md")
+                doc["html"] = mark_safe(render_markdown(doc["text"], image_urls=figure_urls)) if markdown else None
             extra_context.update(
                 details=details,
                 manifest_json=json.dumps(report.manifest, indent=2, sort_keys=True, default=str),

@@ -18,7 +18,17 @@ FIGURE_ALT = {
     EvaluationReportImage.Name.RELIABILITY: "Reliability diagram: accuracy against confidence per confidence bin",
     EvaluationReportImage.Name.MISCLASSIFIED: "Grid of misclassified validation images with true and predicted labels",
     EvaluationReportImage.Name.TRAINING_CURVES: "Training curves: loss and accuracy per epoch",
+    EvaluationReportImage.Name.ABLATION_ACCURACY: "Bar chart: validation accuracy per ablation condition, mean and std over seeds",
+    EvaluationReportImage.Name.ABLATION_KNOCKOUT: "Line chart: validation accuracy against the share of feature maps zeroed",
+    EvaluationReportImage.Name.COMPARISON_ACCURACY: "Bar chart: validation accuracy per model, mean and std over seeds",
+    EvaluationReportImage.Name.COMPARISON_TRANSFER: "Transfer learning: accuracy per condition and validation curves",
 }
+
+
+def _documents(report: EvaluationReport) -> list[dict[str, Any]]:
+    """The report's text files as ``{"name", "text"}``; the admin renders the markdown ones."""
+    documents = report.documents if isinstance(report.documents, dict) else {}
+    return [{"name": name, "text": str(text)} for name, text in documents.items()]
 
 
 def evaluation_report_for_version(*, version: str) -> EvaluationReport | None:
@@ -126,6 +136,6 @@ def evaluation_report_details(*, report: EvaluationReport) -> dict[str, Any]:
         "most_confused": most_confused,
         "calibration": calibration,
         "figures": figures,
-        "documents": list(report.documents.items()) if isinstance(report.documents, dict) else [],
+        "documents": _documents(report),
         "has_report": bool(data),
     }

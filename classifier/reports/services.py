@@ -2,8 +2,11 @@
 
 ``evaluation_report_import(bundle_dir=...)`` reads ``<bundle>/manifest.json`` and, when present,
 ``<bundle>/report/``: report.json, its text files (``*.md``, ``*.txt``, ``*.yaml``, ``*.csv``), and the figures named in
-`EvaluationReportImage.Name` (``confusion_matrix.png`` ...). Other files are ignored, and no file
-name from the bundle ever becomes a storage path. Re-importing a version updates its row.
+`EvaluationReportImage.Name` (``confusion_matrix.png`` ...); and the studies ``python -m ml study``
+writes to ``<bundle>/report/studies/<study>/``: their ``report.md`` (stored as the document
+``studies/<study>/report.md``) and figures (``accuracy.png`` -> ``<study>_accuracy`` when that name is
+whitelisted). Other files are ignored, and no file name from the bundle ever becomes a storage path.
+Re-importing a version updates its row.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ MAX_DOCUMENTS = 20
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DOCUMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.(md|txt|yaml|yml|csv)$")
+STUDIES_FOLDER = "studies"
+STUDY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+MAX_STUDIES = 10
 
 
 def _error(message: str, bundle_dir: Path) -> ApplicationError:
@@ -99,6 +105,30 @@ def _read_images(report_dir: Path, bundle_dir: Path) -> dict[str, bytes]:
     return images
 
 
+def _read_studies(report_dir: Path, bundle_dir: Path) -> tuple[dict[str, str], dict[str, bytes]]:
+    """report/studies/<study>/report.md as documents, and the figures whose ``<study>_<figure>`` name is whitelisted."""
+    root = report_dir / STUDIES_FOLDER
+    if not root.is_dir():
+        return {}, {}
+    documents, images = {}, {}
+    studies = sorted(p.name for p in root.iterdir() if p.is_dir() and STUDY_NAME.match(p.name))
+    for study in studies[:MAX_STUDIES]:
+        folder = root / study
+        if (folder / "report.md").is_file():
+            data = _read_limited(folder / "report.md", MAX_DOCUMENT_BYTES, bundle_dir)
+            documents[f"{STUDIES_FOLDER}/{study}/report.md"] = data.decode("utf-8", errors="replace")
+        for name in EvaluationReportImage.Name.values:
+            if not name.startswith(study + "_"):
+                continue
+            path = folder / f"{name[len(study) + 1 :]}.png"
+            if path.is_file():
+                data = _read_limited(path, MAX_IMAGE_BYTES, bundle_dir)
+                if not data.startswith(PNG_SIGNATURE):
+                    raise _error(f"{path} is not a PNG file.", bundle_dir)
+                images[name] = data
+    return documents, images
+
+
 def _headline(report: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """accuracy, top-5, macro F1, ECE, NLL, n and the split: report.json first, the manifest's metrics second."""
     source = report if "accuracy" in report else metrics
@@ -136,6 +166,9 @@ def evaluation_report_import(*, bundle_dir: str | Path) -> EvaluationReport:
         report = _read_report_json(report_dir, bundle_dir)
         documents = _read_documents(report_dir, bundle_dir)
         images = _read_images(report_dir, bundle_dir)
+        study_documents, study_images = _read_studies(report_dir, bundle_dir)
+        documents.update(study_documents)
+        images.update(study_images)
     except OSError as exc:
         raise _error(f"Cannot read {report_dir}: {exc}", bundle_dir) from exc
 

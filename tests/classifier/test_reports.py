@@ -321,3 +321,52 @@ def test_report_pages_are_staff_only(client, media_root, reported_bundle):
         client.logout()
     client.force_login(UserFactory(is_staff=True))  # staff without the view permission
     assert client.get(f"{CHANGELIST}{report.id}/change/").status_code == 403
+
+
+# --- studies (python -m ml study writes report/studies/<study>/) ------------------------------
+
+STUDY_MD = """# Study: ablation
+
+| condition | top-1 % |
+|---|---|
+| full | 91.20 ± 0.10 |
+| no batch norm | 85.00 ± 0.40 |
+
+- **batch_norm**. H0: Removing batch norm does not change accuracy.
+
+<script>alert("x")</script><img src=x onerror="alert(1)">
+[click](javascript:alert(1)) and [paper](https://arxiv.org/abs/2404.00498)
+
+![accuracy](accuracy.png)
+"""
+
+
+def test_study_reports_are_imported_and_rendered_as_sanitised_html(staff_client, media_root, reported_bundle, tmp_path):
+    bundle = copy_bundle(reported_bundle, tmp_path / "with-studies", version="studies-1")
+    study = bundle / "report" / "studies" / "ablation"
+    study.mkdir(parents=True)
+    (study / "report.md").write_text(STUDY_MD)
+    (study / "accuracy.png").write_bytes((bundle / "report" / "reliability.png").read_bytes())
+    (study / "secret.png").write_bytes((bundle / "report" / "reliability.png").read_bytes())  # not whitelisted
+    (bundle / "report" / "studies" / "Not A Study").mkdir()
+    report = evaluation_report_import(bundle_dir=bundle)
+    assert report.documents["studies/ablation/report.md"] == STUDY_MD
+    assert sorted(image.name for image in report.images.all()) == [
+        "ablation_accuracy",
+        "confusion_matrix",
+        "misclassified",
+        "reliability",
+    ]
+    page = staff_client.get(f"{CHANGELIST}{report.id}/change/").content.decode()
+    rendered = re.search(
+        r'<div class="report-markdown">(.*?)</div>\s*<details', page.split("studies/ablation/report.md")[1], re.S
+    )
+    body = rendered.group(1)
+    assert "<table>" in body and "<td>no batch norm</td>" in body and "<th>top-1 %</th>" in body
+    assert "<strong>batch_norm</strong>" in body and '<a href="https://arxiv.org/abs/2404.00498"' in body
+    assert "<script" not in body and "onerror" not in body and "<img" not in body and "javascript:" not in body
+    assert f'src="{CHANGELIST}{report.id}/figures/ablation_accuracy.png"' in page
+    url = reverse(
+        "admin:classifier_evaluationreport_figure", kwargs={"report_id": report.id, "name": "ablation_accuracy"}
+    )
+    assert b"".join(staff_client.get(url).streaming_content) == (study / "accuracy.png").read_bytes()
