@@ -206,17 +206,26 @@ def model_version_seen(*, version: str, bundle_dir: str | Path | None = None, al
     return version_id
 
 
-def model_versions_register_configured() -> list[ModelVersion]:
-    """Register the bundles in MODEL_BUNDLE (champion) and MODEL_BUNDLE_CHALLENGER; the web app
-    calls this when staff open the model versions. Unreadable bundles are skipped (logged)."""
+def model_versions_sync_configured() -> list[ModelVersion]:
+    """Make sure MODEL_BUNDLE (champion) and MODEL_BUNDLE_CHALLENGER have rows and their aliases;
+    the admin calls this when staff open the model versions. Costs a manifest read per bundle (and
+    a report read only for a version seen for the first time); unreadable bundles are logged."""
     out = []
     for bundle, alias in ((settings.MODEL_BUNDLE, Alias.CHAMPION), (settings.MODEL_BUNDLE_CHALLENGER, Alias.CHALLENGER)):
         if not bundle:
             continue
         try:
-            out.append(model_version_register(bundle_dir=bundle, alias=alias))
-        except ApplicationError as exc:
-            logger.warning("could not register %s bundle %s: %s", alias, bundle, exc.message)
+            manifest = read_manifest(bundle)
+        except (BundleError, OSError) as exc:
+            logger.warning("could not read the %s bundle %s: %s", alias, bundle, exc)
+            continue
+        with transaction.atomic():
+            version = ModelVersion.objects.select_for_update().filter(version=manifest.version).first()
+            if version is None:
+                version = model_version_register(bundle_dir=bundle, alias=alias, manifest=manifest)
+            else:
+                _set_alias(version, alias)
+        out.append(version)
     return out
 
 
