@@ -14,7 +14,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -57,7 +58,7 @@ class FeedbackApi(APIView):
 
     parser_classes = [JSONParser]
 
-    class InputSerializer(serializers.Serializer):
+    class FeedbackInputSerializer(serializers.Serializer):
         correct = StrictBooleanField(required=False, help_text="true: the top class is right.")
         label = StrictCharField(
             required=False, max_length=64, help_text="The true class: one of the model version's classes."
@@ -81,7 +82,7 @@ class FeedbackApi(APIView):
 
     @extend_schema(
         operation_id="classifications_feedback_create",
-        request=InputSerializer,
+        request=FeedbackInputSerializer,
         responses={
             200: OpenApiResponse(FeedbackOutputSerializer, description="Feedback changed"),
             201: OpenApiResponse(FeedbackOutputSerializer, description="Feedback recorded"),
@@ -96,7 +97,7 @@ class FeedbackApi(APIView):
     )
     def post(self, request: Request, classification_id: str) -> Response:
         classification = self._classification(request, classification_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.FeedbackInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         feedback, created = services.feedback_set(
             user=request.user, classification=classification, **serializer.validated_data
@@ -114,20 +115,22 @@ class FeedbackApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class CSVRenderer(BaseRenderer):
-    """Lets ``Accept: text/csv`` through content negotiation; the CSV itself is streamed by the view."""
+class AnyAcceptNegotiation(BaseContentNegotiation):
+    """The export answers CSV whatever the Accept header says (errors in the API's JSON shape):
+    no 406 for ``Accept: text/csv``, and no ``?format=`` parameter that could 404."""
 
-    media_type = "text/csv"
-    format = "csv"
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
 
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
-        return JSONRenderer().render(data)  # only errors come here
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 class ClassificationExportApi(APIView):
     """GET: the caller's classifications as CSV (newest first), with the same filters as the list."""
 
-    renderer_classes = [JSONRenderer, CSVRenderer]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AnyAcceptNegotiation
 
     @extend_schema(
         operation_id="classifications_export",

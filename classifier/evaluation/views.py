@@ -7,8 +7,8 @@ from uuid import UUID
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
 from classifier import selectors
 from classifier.errors import ApplicationError, NotFoundError
@@ -16,13 +16,16 @@ from classifier.evaluation import services
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def feedback(request: HttpRequest, id: UUID) -> HttpResponse:
-    """``action=correct``, ``action=wrong`` (with ``label``, or none for "I don't know") or ``action=delete``."""
+    """GET: the feedback box on its own page. POST: ``action=correct``, ``action=wrong`` (with
+    ``label``, or none for "I don't know") or ``action=delete``, then back to the result page."""
     try:
         classification = selectors.classification_get(user=request.user, id=id)
     except ApplicationError as exc:  # other users' ids look absent
         raise Http404("No such classification.") from exc
+    if request.method == "GET":
+        return render(request, "classifier/feedback.html", {"c": classification})
     action = request.POST.get("action")
     try:
         if action == "correct":
