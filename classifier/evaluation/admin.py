@@ -111,13 +111,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         extra = [
-            path("operations/", self.admin_site.admin_view(self.operations_view), name="{}_{}_operations".format(*info)),
+            path(
+                "operations/", self.admin_site.admin_view(self.operations_view), name="{}_{}_operations".format(*info)
+            ),
             path(
                 "operations.png",
                 self.admin_site.admin_view(self.operations_png_view),
                 name="{}_{}_operations_png".format(*info),
             ),
-            path("<int:pk>/drift.png", self.admin_site.admin_view(self.drift_png_view), name="{}_{}_drift".format(*info)),
+            path(
+                "<int:pk>/drift.png", self.admin_site.admin_view(self.drift_png_view), name="{}_{}_drift".format(*info)
+            ),
         ]
         return extra + super().get_urls()
 
@@ -152,7 +156,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "comparison": comparison,
             "drift": selectors.drift(version=version, days=days),
             "drift_days": days,
-            "drift_png_url": reverse("admin:classifier_modelversion_drift", kwargs={"pk": version.pk}) + f"?days={days}",
+            "drift_png_url": reverse("admin:classifier_modelversion_drift", kwargs={"pk": version.pk})
+            + f"?days={days}",
         }
 
     def drift_png_view(self, request: HttpRequest, pk: int) -> HttpResponse:

@@ -13,8 +13,8 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -149,4 +149,3 @@ class ClassificationExportApi(APIView):
         qs = selectors.classification_list(user=request.user, filters=filters.validated_data)
         filename = f"classifications-{timezone.localdate():%Y%m%d}.csv"
         return exports.csv_response(qs, filename)
-

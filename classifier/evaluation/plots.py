@@ -58,9 +58,7 @@ def drift_png(drift: dict[str, Any], title: str = "") -> bytes:
     ax1.set_title("Population stability index per day (against the offline validation set)", fontsize=10)
 
     if days:
-        ax2.plot(
-            x, [d["mean_confidence"] if d["mean_confidence"] is not None else float("nan") for d in days], "o-"
-        )
+        ax2.plot(x, [d["mean_confidence"] if d["mean_confidence"] is not None else float("nan") for d in days], "o-")
         ref = drift.get("reference_confidence")
         if ref is not None:
             ax2.axhline(ref, color="tab:green", linestyle="--", label=f"offline {ref:.3f}")

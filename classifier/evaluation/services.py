@@ -211,7 +211,10 @@ def model_versions_sync_configured() -> list[ModelVersion]:
     the admin calls this when staff open the model versions. Costs a manifest read per bundle (and
     a report read only for a version seen for the first time); unreadable bundles are logged."""
     out = []
-    for bundle, alias in ((settings.MODEL_BUNDLE, Alias.CHAMPION), (settings.MODEL_BUNDLE_CHALLENGER, Alias.CHALLENGER)):
+    for bundle, alias in (
+        (settings.MODEL_BUNDLE, Alias.CHAMPION),
+        (settings.MODEL_BUNDLE_CHALLENGER, Alias.CHALLENGER),
+    ):
         if not bundle:
             continue
         try:

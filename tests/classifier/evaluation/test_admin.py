@@ -64,7 +64,9 @@ def test_version_page_compares_champion_and_challenger(staff_client):
     challenger = ModelVersionFactory(alias="challenger")
     for i in range(10):
         job = done_job(champion, top="cat" if i < 4 else "dog")
-        ShadowPrediction.objects.create(classification=job, model_version=challenger, top_label="cat", top_probability=1)
+        ShadowPrediction.objects.create(
+            classification=job, model_version=challenger, top_label="cat", top_probability=1
+        )
         Feedback.objects.create(classification=job, user=job.owner, correct=i < 4, label="cat")
     html = staff_client.get(version_url(challenger)).content.decode()
     assert 'id="champion-challenger"' in html
@@ -96,7 +98,9 @@ def test_no_warning_when_the_mix_matches(staff_client):
 
 def test_operations_page_and_plot(staff_client):
     t = now() - timedelta(minutes=5)
-    ClassificationFactory(done=True, created_at=t, started_at=t + timedelta(seconds=2), finished_at=t + timedelta(seconds=3))
+    ClassificationFactory(
+        done=True, created_at=t, started_at=t + timedelta(seconds=2), finished_at=t + timedelta(seconds=3)
+    )
     ClassificationFactory(failed=True, error="The image could not be read: truncated", created_at=t)
     html = staff_client.get(reverse("admin:classifier_modelversion_operations")).content.decode()
     assert 'id="ops-uploads">2<' in html
@@ -147,5 +151,8 @@ def test_admin_exports_selected_rows_as_streaming_csv(staff_client, media_root):
     )
     assert isinstance(response, StreamingHttpResponse)
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert {(r["owner"], r["id"], r["status"]) for r in rows} == {("alice", str(a.id), "done"), ("bob", str(b.id), "failed")}
+    assert {(r["owner"], r["id"], r["status"]) for r in rows} == {
+        ("alice", str(a.id), "done"),
+        ("bob", str(b.id), "failed"),
+    }
     assert {r["id"]: r["feedback_correct"] for r in rows} == {str(a.id): "true", str(b.id): ""}

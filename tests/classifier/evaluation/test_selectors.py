@@ -27,7 +27,9 @@ def give(job, *, label: str = "", correct: bool | None = None) -> Feedback:
 
 # ----------------------------------------------------------------------------- live evaluation
 def test_live_evaluation_numbers():
-    offline_per_class = [{"class": c, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 500} for c in CIFAR10_CLASSES]
+    offline_per_class = [
+        {"class": c, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 500} for c in CIFAR10_CLASSES
+    ]
     version = ModelVersionFactory(offline={"accuracy": 0.87, "n": 5000, "per_class": offline_per_class})
     # 7 right (5 cats, 2 dogs), 3 wrong: predicted cat but dog (x2), predicted dog, no label given.
     for _ in range(5):
@@ -78,7 +80,9 @@ def test_champion_against_challenger_on_the_same_feedback():
             a_right.append(a_ok)
             b_right.append(b_ok)
     unlabelled = done_job(champion, top="cat")
-    ShadowPrediction.objects.create(classification=unlabelled, model_version=challenger, top_label="cat", top_probability=1)
+    ShadowPrediction.objects.create(
+        classification=unlabelled, model_version=challenger, top_label="cat", top_probability=1
+    )
     give(unlabelled, correct=False)  # "wrong" without a true class: not comparable
 
     result = selectors.champion_vs_challenger(champion=champion, challenger=challenger)
@@ -96,7 +100,10 @@ def test_champion_against_challenger_on_the_same_feedback():
 def reference_version():
     rng = np.random.default_rng(0)
     distribution = rng.dirichlet(np.ones(10) * 20).tolist()
-    bins = [{"lower": i / 10, "upper": (i + 1) / 10, "count": c} for i, c in enumerate([0, 0, 0, 5, 10, 15, 20, 25, 60, 365])]
+    bins = [
+        {"lower": i / 10, "upper": (i + 1) / 10, "count": c}
+        for i, c in enumerate([0, 0, 0, 5, 10, 15, 20, 25, 60, 365])
+    ]
     mean_confidence = sum(b["count"] * (b["lower"] + 0.05) for b in bins) / 500
     return ModelVersionFactory(
         offline={"predicted_distribution": distribution, "mean_confidence": mean_confidence, "confidence_bins": bins}

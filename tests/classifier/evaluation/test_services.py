@@ -73,7 +73,9 @@ def test_first_worker_completion_registers_and_links_the_champion(tiny_bundle, s
     assert version.first_used_at is not None and version.first_used_at == version.last_used_at
     # A second job links to the same row: no new registration.
     job2 = ClassificationFactory(status=Classification.Status.RUNNING, attempts=1)
-    job_services.classification_complete(classification_id=job2.id, predictions=[("cat", 1.0)], model_version="tiny-test-0")
+    job_services.classification_complete(
+        classification_id=job2.id, predictions=[("cat", 1.0)], model_version="tiny-test-0"
+    )
     assert ModelVersion.objects.count() == 1
     assert Classification.objects.filter(bundle_version=version).count() == 2
 
@@ -129,7 +131,9 @@ def test_offline_reference_falls_back_to_an_imported_report(reported_bundle, tmp
     shutil.copytree(reported_bundle, copy)
     shutil.rmtree(copy / "report")
     version = services.model_version_register(bundle_dir=copy)
-    assert version.offline["accuracy"] == json.loads((reported_bundle / "report" / "report.json").read_text())["accuracy"]
+    assert (
+        version.offline["accuracy"] == json.loads((reported_bundle / "report" / "report.json").read_text())["accuracy"]
+    )
 
 
 # ----------------------------------------------------------------------------- feedback
