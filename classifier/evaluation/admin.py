@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from classifier.errors import NotFoundError
 from classifier.evaluation import exports, plots, selectors, services
-from classifier.evaluation.models import Feedback, ModelVersion
+from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction
 from classifier.reports.selectors import confusion_heatmap
 
 DEFAULT_DRIFT_DAYS = 30
@@ -211,3 +211,32 @@ class FeedbackAdmin(admin.ModelAdmin):
     @admin.display(description="Model version")
     def version(self, obj: Feedback) -> str:
         return obj.classification.model_version
+
+
+@admin.register(ShadowPrediction)
+class ShadowPredictionAdmin(admin.ModelAdmin):
+    """What the challenger said about each job (never shown to users)."""
+
+    list_display = ("classification", "model_version", "top_label", "top_probability", "champion_label", "created_at")
+    list_filter = ("model_version", "top_label")
+    search_fields = ("classification__id",)
+    list_select_related = ("classification", "model_version")
+    readonly_fields = (
+        "classification",
+        "model_version",
+        "predictions",
+        "top_label",
+        "top_probability",
+        "inference_seconds",
+        "created_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ShadowPrediction | None = None) -> bool:
+        return False
+
+    @admin.display(description="Champion's answer", ordering="classification__top_label")
+    def champion_label(self, obj: ShadowPrediction) -> str:
+        return obj.classification.top_label

@@ -64,25 +64,32 @@ def offline_reference(report: dict[str, Any], classes: list[str]) -> dict[str, A
             if isinstance(row, dict) and "class" in row
         ]
     cm = report.get("confusion_matrix")
-    if (
-        isinstance(cm, list)
-        and len(cm) == len(classes)
-        and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
-    ):
-        columns = [sum(int(row[j]) for row in cm) for j in range(len(classes))]
-        total = sum(columns)
-        if total:
-            out["predicted_distribution"] = [c / total for c in columns]
+    try:  # a malformed part of a report is left out, never an error
+        if (
+            isinstance(cm, list)
+            and len(cm) == len(classes)
+            and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
+        ):
+            columns = [sum(int(row[j]) for row in cm) for j in range(len(classes))]
+            total = sum(columns)
+            if total > 0 and min(columns) >= 0:
+                out["predicted_distribution"] = [c / total for c in columns]
+    except (TypeError, ValueError):
+        logger.warning("report of %s: unusable confusion_matrix", report.get("title", "?"))
     bins = report.get("calibration_bins")
-    if isinstance(bins, list):
-        rows = [b for b in bins if isinstance(b, dict) and {"lower", "upper", "count"} <= b.keys()]
-        count = sum(int(b["count"]) for b in rows)
-        if rows and count:
-            out["confidence_bins"] = [
-                {"lower": float(b["lower"]), "upper": float(b["upper"]), "count": int(b["count"])} for b in rows
-            ]
-            weighted = sum(int(b["count"]) * float(b["confidence"]) for b in rows if _number(b.get("confidence")))
-            out["mean_confidence"] = weighted / count
+    try:
+        if isinstance(bins, list):
+            rows = [b for b in bins if isinstance(b, dict) and {"lower", "upper", "count"} <= b.keys()]
+            count = sum(int(b["count"]) for b in rows)
+            if rows and count > 0:
+                out["confidence_bins"] = [
+                    {"lower": float(b["lower"]), "upper": float(b["upper"]), "count": int(b["count"])} for b in rows
+                ]
+                weighted = sum(int(b["count"]) * float(b["confidence"]) for b in rows if _number(b.get("confidence")))
+                out["mean_confidence"] = weighted / count
+    except (TypeError, ValueError):
+        out.pop("confidence_bins", None)
+        logger.warning("report of %s: unusable calibration_bins", report.get("title", "?"))
     return out
 
 
@@ -145,7 +152,12 @@ def model_version_register(
             )
     except IntegrityError:  # another process registered it between our SELECT and INSERT
         version, created = ModelVersion.objects.select_for_update().get(version=manifest.version), False
-    if not created:
+    if created:
+        # Jobs this version answered before it had a row (e.g. before this feature was deployed).
+        Classification.objects.filter(model_version=version.version, bundle_version__isnull=True).update(
+            bundle_version=version
+        )
+    else:
         if version.checksum and version.checksum != fields["checksum"]:
             logger.warning(
                 "model version %s: the module checksum changed from %s to %s (same version, different weights)",
@@ -188,7 +200,11 @@ def model_version_seen(*, version: str, bundle_dir: str | Path | None = None, al
             return None
         if manifest.version != version:
             return None
-        registered = model_version_register(bundle_dir=bundle_dir, alias=alias, manifest=manifest)
+        try:
+            registered = model_version_register(bundle_dir=bundle_dir, alias=alias, manifest=manifest)
+        except Exception:  # bookkeeping must never cost a user their answer (the savepoint rolled back)
+            logger.exception("could not register model version %s from %s", version, bundle_dir)
+            return None
         row = (registered.id, registered.alias)
     version_id, current_alias = row
     now = time.monotonic()

@@ -120,6 +120,7 @@ def test_operations_page_and_plot(staff_client):
         ("admin:classifier_modelversion_operations_png", {}),
         ("admin:classifier_modelversion_drift", {"pk": 1}),
         ("admin:classifier_feedback_changelist", {}),
+        ("admin:classifier_shadowprediction_changelist", {}),
     ],
 )
 def test_staff_pages_are_closed_to_users_and_to_staff_without_permission(client, plain_staff_client, name, kwargs):
@@ -156,3 +157,12 @@ def test_admin_exports_selected_rows_as_streaming_csv(staff_client, media_root):
         ("bob", str(b.id), "failed"),
     }
     assert {r["id"]: r["feedback_correct"] for r in rows} == {str(a.id): "true", str(b.id): ""}
+
+
+def test_shadow_predictions_list(staff_client):
+    job = done_job(ModelVersionFactory(), top="cat")
+    ShadowPrediction.objects.create(
+        classification=job, model_version=ModelVersionFactory(version="chal-9"), top_label="frog", top_probability=0.5
+    )
+    html = staff_client.get(reverse("admin:classifier_shadowprediction_changelist")).content.decode()
+    assert str(job.id) in html and "frog" in html and "chal-9" in html

@@ -241,3 +241,35 @@ def test_feedback_delete(version):
     assert not Feedback.objects.exists()
     with pytest.raises(NotFoundError):
         services.feedback_delete(user=job.owner, classification=job)
+
+
+def test_registering_links_earlier_jobs_of_that_version(tiny_bundle):
+    earlier = ClassificationFactory(done=True, model_version="tiny-test-0")
+    other = ClassificationFactory(done=True, model_version="something-else")
+    version = services.model_version_register(bundle_dir=tiny_bundle)
+    earlier.refresh_from_db()
+    other.refresh_from_db()
+    assert earlier.bundle_version == version and other.bundle_version is None
+
+
+def test_a_malformed_report_is_left_out_not_an_error(reported_bundle, tmp_path):
+    copy = tmp_path / "bad-report"
+    shutil.copytree(reported_bundle, copy)
+    report = json.loads((copy / "report" / "report.json").read_text())
+    report["confusion_matrix"][0][0] = "many"
+    report["calibration_bins"][-1]["count"] = None
+    (copy / "report" / "report.json").write_text(json.dumps(report))
+    version = services.model_version_register(bundle_dir=copy)
+    assert version.offline["accuracy"] == report["accuracy"]
+    assert "predicted_distribution" not in version.offline and "confidence_bins" not in version.offline
+
+
+def test_a_failing_registration_never_costs_the_user_the_answer(tiny_bundle, settings):
+    settings.MODEL_BUNDLE = str(tiny_bundle)
+    job = ClassificationFactory(status=Classification.Status.RUNNING, attempts=1)
+    with mock.patch.object(services, "offline_reference", side_effect=RuntimeError("disk on fire")):
+        done = job_services.classification_complete(
+            classification_id=job.id, predictions=[("cat", 1.0)], model_version="tiny-test-0"
+        )
+    assert done.status == Classification.Status.DONE and done.bundle_version is None
+    assert not ModelVersion.objects.exists()
