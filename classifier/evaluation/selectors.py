@@ -45,6 +45,19 @@ def model_version_by_alias(alias: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(alias=alias).first()
 
 
+def champion_classes() -> list[str]:
+    """The classes of the bundle that answers users: its row, else MODEL_BUNDLE's manifest (no torch)."""
+    from worker.runtime.manifest import BundleError, read_manifest
+
+    champion = model_version_by_alias(ModelVersion.Alias.CHAMPION)
+    if champion is not None:
+        return list(champion.classes)
+    try:
+        return list(read_manifest(settings.MODEL_BUNDLE).classes)
+    except (BundleError, OSError):
+        return []
+
+
 # ----------------------------------------------------------------------------- live evaluation
 def _feedback_rows(version: ModelVersion) -> list[tuple[str, str, bool]]:
     """(predicted, true label or "", correct) for each feedback on the version's classifications."""

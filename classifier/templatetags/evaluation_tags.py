@@ -5,7 +5,6 @@ from __future__ import annotations
 from django import template
 
 from classifier.evaluation import selectors, services
-from classifier.evaluation.models import ModelVersion
 
 register = template.Library()
 
@@ -15,8 +14,7 @@ def feedback_form(context, classification) -> dict:
     request = context["request"]
     classes = services.classes_for(classification)
     if classes is None:  # not finished yet: the champion's classes (the page reveals the box when done)
-        champion = selectors.model_version_by_alias(ModelVersion.Alias.CHAMPION)
-        classes = list(champion.classes) if champion else []
+        classes = selectors.champion_classes()
     return {
         "c": classification,
         "feedback": selectors.feedback_for(user=request.user, classification=classification),

@@ -84,3 +84,11 @@ def test_history_page_links_the_export_with_its_filters(client):
     html = client.get(reverse("classifier:history"), {"status": "done", "label": "cat"}).content.decode()
     assert 'id="export-csv" href="/api/v1/classifications/export.csv?status=done&amp;label=cat"' in html
     assert 'href="/api/v1/classifications/export.csv"' in client.get(reverse("classifier:history")).content.decode()
+
+
+def test_before_any_version_is_registered_the_box_uses_the_bundle_in_use(client, media_root, tiny_bundle, settings):
+    settings.MODEL_BUNDLE = str(tiny_bundle)
+    job = ClassificationFactory()
+    client.force_login(job.owner)
+    html = client.get(reverse("classifier:result", kwargs={"id": job.id})).content.decode()
+    assert '<option value="truck">' in html
