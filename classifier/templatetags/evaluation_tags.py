@@ -13,8 +13,11 @@ register = template.Library()
 def feedback_form(context, classification) -> dict:
     request = context["request"]
     classes = services.classes_for(classification)
-    if classes is None:  # not finished yet: the champion's classes (the page reveals the box when done)
-        classes = selectors.champion_classes()
+    if classes is None:
+        # Not finished yet: the champion's classes (the page reveals the box when done). A done job
+        # of an unregistered version can only be marked right or wrong (the service refuses labels).
+        done = classification.status == classification.Status.DONE
+        classes = [] if done else selectors.champion_classes()
     return {
         "c": classification,
         "feedback": selectors.feedback_for(user=request.user, classification=classification),

@@ -92,3 +92,13 @@ def test_before_any_version_is_registered_the_box_uses_the_bundle_in_use(client,
     client.force_login(job.owner)
     html = client.get(reverse("classifier:result", kwargs={"id": job.id})).content.decode()
     assert '<option value="truck">' in html
+
+
+def test_done_job_of_an_unregistered_version_offers_only_right_or_wrong(client, media_root, tiny_bundle, settings):
+    settings.MODEL_BUNDLE = str(tiny_bundle)
+    job = done_job(None, top="cat")
+    client.force_login(job.owner)
+    html = client.get(reverse("classifier:result", kwargs={"id": job.id})).content.decode()
+    assert 'id="feedback-label"' not in html and "No, it is wrong" in html
+    client.post(feedback_url(job), {"action": "wrong"})
+    assert Feedback.objects.get().correct is False
