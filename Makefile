@@ -4,6 +4,7 @@
 #   make run        development server on 127.0.0.1:8000 (SQLite, tasks in-process, shipped bundle)
 #   make worker     Celery worker (needs CELERY_BROKER_URL and usually DATABASE_URL)
 #   make beat       Celery beat: runs the requeue_stuck sweeper periodically
+#   make worker-challenger  Celery worker for the challenger queue (when MODEL_BUNDLE_CHALLENGER is set)
 #   make test       install test tools (and Chromium for browser tests if apt works), run pytest
 #   make lint       ruff check + format check
 #   make superuser  create a staff user interactively
@@ -15,7 +16,7 @@ PIP := $(PY) -m pip
 MANAGE := $(PY) manage.py
 PYTEST_ARGS ?=
 
-.PHONY: run worker beat test lint format migrate superuser browsers clean-venv
+.PHONY: run worker worker-challenger beat test lint format migrate superuser browsers clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ run: migrate
 
 worker: $(VENV)/.runtime-installed
 	$(VENV)/bin/celery -A worker worker --loglevel=INFO --pool=prefork --concurrency=$${WORKER_CONCURRENCY:-1}
+
+# The challenger (MODEL_BUNDLE_CHALLENGER) has its own queue, so the workers that answer users never run it.
+worker-challenger: $(VENV)/.runtime-installed
+	$(VENV)/bin/celery -A worker worker --loglevel=INFO --pool=prefork --concurrency=1 -Q $${CHALLENGER_QUEUE:-challenger} -n challenger@%h
 
 beat: $(VENV)/.runtime-installed
 	$(VENV)/bin/celery -A worker beat --loglevel=INFO

@@ -40,6 +40,10 @@ class Classification(models.Model):
     top_label = models.CharField(max_length=64, blank=True, db_index=True)
     top_probability = models.FloatField(null=True)
     model_version = models.CharField(max_length=128, blank=True, db_index=True)
+    # The registered version that produced the predictions (classifier.evaluation); null before it ran.
+    bundle_version = models.ForeignKey(
+        "classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="classifications"
+    )
     error = models.TextField(blank=True)  # a message a person can act on
     attempts = models.PositiveIntegerField(default=0)
 
@@ -127,3 +131,7 @@ class EvaluationReportImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.report_id}/{self.name}"
+
+
+# The evaluation package's models live in classifier/evaluation/models.py (app label "classifier").
+from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction  # noqa: E402, F401

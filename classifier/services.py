@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from classifier.errors import ApplicationError
+from classifier.evaluation import services as evaluation
 from classifier.models import Classification
 from classifier.storage import delete_files_on_commit
 from worker.runtime.images import ImageRejected, decode_for_model, prepare_upload
@@ -203,10 +204,14 @@ def classification_complete(
     classification.top_label, top_p = predictions[0]
     classification.top_probability = min(max(float(top_p), 0.0), 1.0)
     classification.model_version = model_version
+    classification.bundle_version_id = evaluation.model_version_seen(
+        version=model_version, bundle_dir=settings.MODEL_BUNDLE, alias=evaluation.Alias.CHAMPION
+    )
     classification.status = Status.DONE
     classification.error = ""
     classification.finished_at = timezone.now()
     classification.save()
+    evaluation.challenger_schedule(classification_id=classification.id)  # runs after the commit, off the user's path
     return classification
 
 

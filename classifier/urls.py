@@ -3,6 +3,7 @@
 from django.urls import path
 
 from classifier import views
+from classifier.evaluation import views as evaluation_views
 
 app_name = "classifier"
 
@@ -16,6 +17,7 @@ urlpatterns = [
     path("classifications/delete/", views.bulk_delete, name="bulk_delete"),
     path("classifications/<uuid:id>/", views.result, name="result"),
     path("classifications/<uuid:id>/delete/", views.delete, name="delete"),
+    path("classifications/<uuid:id>/feedback/", evaluation_views.feedback, name="feedback"),
     # Owner-only (or staff) file views; uploads are never served from a public /media/ URL.
     path("classifications/<uuid:id>/image", views.image, name="image"),
     path("classifications/<uuid:id>/thumbnail", views.thumbnail, name="thumbnail"),

@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from classifier.evaluation.admin import export_selected_csv
 from classifier.models import Classification
 from classifier.reports.selectors import evaluation_report_for_version
 from worker.runtime.manifest import BundleError, read_manifest
@@ -59,6 +60,7 @@ class ClassificationAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
     list_per_page = 50
+    actions = [export_selected_csv]  # streams CSV (classifier.evaluation.exports)
     readonly_fields = (
         "id",
         "owner",

@@ -73,6 +73,8 @@
     $("error-text").textContent = data.error || "";
 
     renderPredictions(data.predictions);
+    var feedback = $("feedback");  // classifier.evaluation's box: offered once the job is done
+    if (feedback) feedback.classList.toggle("hidden", status !== "done");
     $("model-version").textContent = data.model_version || "—";
     var t = timings(data);
     setTime("created-at", t.queued);

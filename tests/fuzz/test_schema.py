@@ -42,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from classifier.evaluation.models import Feedback
 from classifier.models import Classification
 from tests.classifier.factories import PASSWORD, ClassificationFactory, UserFactory
 from tests.conftest import make_image_bytes
@@ -71,6 +72,10 @@ OPERATIONS = [
     "classifications_create",
     "classifications_retrieve",
     "classifications_destroy",
+    "classifications_export",
+    "classifications_feedback_retrieve",
+    "classifications_feedback_create",
+    "classifications_feedback_destroy",
 ]
 PUBLIC_OPERATIONS = {"auth_token_create"}  # every other operation must answer 401 to anonymous callers
 
@@ -107,6 +112,8 @@ def owner() -> tuple[str, str, list[uuid.UUID]]:
         ClassificationFactory(owner=user, done=True),
         ClassificationFactory(owner=user, failed=True),
     ]
+    # Feedback on the done job, so that reading and withdrawing feedback have something to find.
+    Feedback.objects.create(classification=jobs[2], user=user, correct=True, label=jobs[2].top_label)
     token, _ = Token.objects.get_or_create(user=user)
     return user.username, token.key, [job.id for job in jobs]
 
@@ -123,7 +130,7 @@ def _strategy(operation, *, username: str = "", job_ids: list[uuid.UUID] | None 
             operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"classification_id": str(job_id)})
             for job_id in job_ids
         ]
-    if job_ids and operation.method.upper() == "POST" and "classification" in operation.path:
+    if job_ids and operation.method.upper() == "POST" and operation.path.endswith("/classifications/"):
         png = make_image_bytes("png", size=(37, 29))
         strategies.append(operation.as_strategy(GenerationMode.POSITIVE, body={"image": png}))
     if username and operation.path.endswith("/auth/token/"):

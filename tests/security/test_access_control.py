@@ -24,9 +24,11 @@ HTML_ROUTES = [
     ("classifier:delete", "id", ["GET", "POST"]),
     ("classifier:image", "id", ["GET"]),
     ("classifier:thumbnail", "id", ["GET"]),
+    ("classifier:feedback", "id", ["GET", "POST"]),
 ]
 API_ROUTES = [
     ("api:classification-detail", "classification_id", ["GET", "DELETE"]),
+    ("api:classification-feedback", "classification_id", ["GET", "POST", "DELETE"]),
 ]
 
 
@@ -133,6 +135,14 @@ def test_api_detail_of_another_users_job_is_404(bob_api, alice_job):
         assert response.json()["error"]["code"] == "not_found"
         assert "alice-secret-holiday" not in response.content.decode()
     assert Classification.objects.filter(pk=alice_job.pk).exists()
+
+
+def test_api_feedback_on_another_users_job_is_404(bob_api, alice_job):
+    url = reverse("api:classification-feedback", kwargs={"classification_id": alice_job.id})
+    for response in (bob_api.get(url), bob_api.post(url, {"correct": True}, format="json"), bob_api.delete(url)):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    assert not alice_job.feedback.exists()
 
 
 def test_api_list_never_shows_another_users_job(bob_api, bob, alice_job):

@@ -132,6 +132,19 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 20
 MODEL_BUNDLE = env("MODEL_BUNDLE", default=str(BASE_DIR / "bundles" / "default"))
 MODEL_DEVICE = env("MODEL_DEVICE", default=None)  # None: CUDA when present, else CPU
 PREDICTION_TOP_K = 5
+# ----------------------------------------------------------------------------- evaluation (classifier.evaluation)
+# A second bundle run on the same uploads after the champion answered; its predictions are stored
+# for staff, never shown to users. Its task goes to its own queue, so a worker that serves users
+# never spends time on it: run `make worker-challenger` (celery -Q CHALLENGER_QUEUE) beside it.
+MODEL_BUNDLE_CHALLENGER = env("MODEL_BUNDLE_CHALLENGER", default="")
+CHALLENGER_QUEUE = env("CHALLENGER_QUEUE", default="challenger")
+# Drift warnings per day: population stability index of the predicted-class mix (or of the
+# confidence histogram) at or above DRIFT_PSI_THRESHOLD, or a mean confidence that moved by more
+# than DRIFT_CONFIDENCE_DELTA from the offline validation set; days with fewer predictions than
+# DRIFT_MIN_PREDICTIONS are shown but never flagged.
+DRIFT_PSI_THRESHOLD = env.float("DRIFT_PSI_THRESHOLD", default=0.2)
+DRIFT_CONFIDENCE_DELTA = env.float("DRIFT_CONFIDENCE_DELTA", default=0.1)
+DRIFT_MIN_PREDICTIONS = env.int("DRIFT_MIN_PREDICTIONS", default=30)
 
 # ----------------------------------------------------------------------------- jobs
 API_MAX_WAIT_SECONDS = env.float("API_MAX_WAIT_SECONDS", default=30.0)

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("classifier", "0002_evaluation_report"),
+        ("classifier", "0003_evaluation"),
     ]
 
     operations = [
