@@ -180,8 +180,10 @@ class ClassificationCollectionApi(APIView):
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         classification = services.classification_create(owner=request.user, upload=serializer.validated_data["image"])
-        # The row as it is now: in-process mode ran the task on commit, and a worker may have started it.
-        classification.refresh_from_db()
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            # In-process mode ran the task on commit, inside classification_create: answer that row.
+            # (With a worker the job is queued; answering "queued" then does not race the worker.)
+            classification.refresh_from_db()
         classification = _wait_for(classification, wait.validated_data.get("wait"))
         data = ClassificationOutputSerializer(classification, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
