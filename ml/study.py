@@ -753,7 +753,7 @@ def write_report(
             f"| {s['label']} | {s['trainer']} | {n} | {_pct(s['accuracy_mean'], s['accuracy_std'], n)} | "
             f"{_pct(s['macro_f1_mean'], s['macro_f1_std'], n)} | {s['params']:,} | {s['macs'] / 1e6:.1f} M | "
             f"{_num(s['train_s_mean'], s['train_s_std'], n)} | {_num(s['images_per_s_mean'], s['images_per_s_std'], n)} | "
-            f"{s['tta']} | {s['n_val']} |"
+            f"{'-' if s['tta'] is None else s['tta']} | {s['n_val']} |"
         )
     missing = [c.name for c in study.conditions if not any(r.done for r in runs[c.name])]
     if missing:
@@ -765,8 +765,8 @@ def write_report(
             "",
             f"Primary test: McNemar's exact test (statsmodels) on the seed-ensembled predictions of the two conditions on "
             f"the same validation images, Holm-corrected across the {len(hyps)} hypotheses, α = {ALPHA}. Check: the paired "
-            "t-test over seeds (scipy `ttest_rel`, Holm-corrected too) and Wilcoxon's signed-rank test (with 3 seeds its "
-            "smallest possible two-sided p is 0.25, so it cannot reject).",
+            "t-test over seeds (scipy `ttest_rel`, Holm-corrected too) and Wilcoxon's signed-rank test (exact; below 6 "
+            "seeds its smallest possible two-sided p is above 0.05, so it cannot reject).",
             "",
             "| hypothesis | baseline | condition | difference (points) | t-test p (Holm) | Wilcoxon p | McNemar b/c | McNemar p (Holm) | decision |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -874,6 +874,7 @@ def _transfer_figure(
                 ax2.plot(
                     m["epoch"],
                     100 * m["val_acc"],
+                    "o-",
                     color=f"C{i}",
                     alpha=0.7,
                     label=n if r.seed == study.seeds[0] else None,
