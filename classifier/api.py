@@ -7,10 +7,8 @@ DELETE), as REST clients expect; each operation is one method with its own seria
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -81,17 +79,6 @@ class ClassificationOutputSerializer(serializers.Serializer):
         return request.build_absolute_uri(path) if request is not None else path
 
 
-def _wait_for(classification: Classification, wait: float | None) -> Classification:
-    """Poll the row until it is finished or ``wait`` (capped by the setting) has passed."""
-    if not wait:
-        return classification
-    deadline = time.monotonic() + min(wait, settings.API_MAX_WAIT_SECONDS)
-    while classification.status not in services.FINISHED and time.monotonic() < deadline:
-        time.sleep(settings.API_WAIT_POLL_SECONDS)
-        classification.refresh_from_db()
-    return classification
-
-
 class ClassificationCollectionApi(APIView):
     """GET: the caller's classifications (paginated, newest first). POST: upload an image."""
 
@@ -158,7 +145,7 @@ class ClassificationCollectionApi(APIView):
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         classification = services.classification_create(owner=request.user, upload=serializer.validated_data["image"])
-        classification = _wait_for(classification, wait.validated_data.get("wait"))
+        # ?wait= is served by classifier.waiter.waiting_view around this view (async, by push).
         data = ClassificationOutputSerializer(classification, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
 
@@ -180,7 +167,7 @@ class ClassificationItemApi(APIView):
         wait = WaitInputSerializer(data=request.query_params)
         wait.is_valid(raise_exception=True)
         classification = selectors.classification_get(user=request.user, id=classification_id)
-        classification = _wait_for(classification, wait.validated_data.get("wait"))
+        # ?wait= is served by classifier.waiter.waiting_view around this view (async, by push).
         return Response(ClassificationOutputSerializer(classification, context={"request": request}).data)
 
     @extend_schema(

@@ -4,12 +4,17 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from classifier import api
+from classifier.waiter import waiting_view
 
 app_name = "api"
 
 urlpatterns = [
-    path("classifications/", api.ClassificationCollectionApi.as_view(), name="classification-list"),
-    path("classifications/<str:classification_id>/", api.ClassificationItemApi.as_view(), name="classification-detail"),
+    path("classifications/", waiting_view(api.ClassificationCollectionApi.as_view()), name="classification-list"),
+    path(
+        "classifications/<str:classification_id>/",
+        waiting_view(api.ClassificationItemApi.as_view()),
+        name="classification-detail",
+    ),
     path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline scripts.

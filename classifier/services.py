@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from classifier import push
 from classifier.errors import ApplicationError
 from classifier.models import Classification
 from classifier.storage import delete_files_on_commit
@@ -33,6 +34,12 @@ FINISHED = (Status.DONE, Status.FAILED)
 # The reason recorded when an attempt ended without the task saying why (the process was killed,
 # ran out of memory or hit the hard time limit).
 WORKER_STOPPED = "the worker process stopped before finishing (killed, out of memory or over the time limit)"
+
+
+def _notify(classification: Classification) -> None:
+    """Push the job's new status to its waiters once this transaction commits (classifier.push)."""
+    job_id, status = classification.id, classification.status
+    transaction.on_commit(lambda: push.publish(job_id, status))
 
 
 def _format_bytes(n: int) -> str:
@@ -156,6 +163,7 @@ def classification_start(*, classification_id: uuid.UUID | str) -> Classificatio
     classification.attempts += 1
     classification.started_at = timezone.now()
     classification.save(update_fields=["status", "attempts", "started_at", "error"])
+    _notify(classification)
     return classification
 
 
@@ -177,6 +185,7 @@ def classification_complete(
     classification.error = ""
     classification.finished_at = timezone.now()
     classification.save()
+    _notify(classification)
     return classification
 
 
@@ -185,6 +194,7 @@ def _fail(classification: Classification, message: str) -> None:
     classification.error = message
     classification.finished_at = timezone.now()
     classification.save(update_fields=["status", "error", "finished_at"])
+    _notify(classification)
 
 
 @transaction.atomic

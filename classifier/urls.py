@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from classifier import views
+from classifier import live_views, views
 
 app_name = "classifier"
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("upload/", views.upload, name="upload"),
     path("classifications/", views.history, name="history"),
+    path("classifications/events", live_views.job_events, name="job-events"),
     path("classifications/<uuid:id>/", views.result, name="result"),
     path("classifications/<uuid:id>/delete/", views.delete, name="delete"),
     # Owner-only (or staff) file views; uploads are never served from a public /media/ URL.

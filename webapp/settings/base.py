@@ -24,6 +24,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 ROOT_URLCONF = "webapp.urls"
 WSGI_APPLICATION = "webapp.wsgi.application"
+ASGI_APPLICATION = "webapp.asgi.application"  # what gunicorn serves (uvicorn workers): async waits
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -135,7 +136,14 @@ PREDICTION_TOP_K = 5
 
 # ----------------------------------------------------------------------------- jobs
 API_MAX_WAIT_SECONDS = env.float("API_MAX_WAIT_SECONDS", default=30.0)
-API_WAIT_POLL_SECONDS = 0.2
+# Waiters (?wait=, the pages' event streams) wake on push (classifier/push.py); this slow re-check
+# only covers a notification lost while Redis was down.
+API_WAIT_POLL_SECONDS = env.float("API_WAIT_POLL_SECONDS", default=2.0)
+# Push transport: Redis pub/sub on the broker's Redis by default; empty = in-process (no broker).
+_broker = env("CELERY_BROKER_URL", default="")
+PUSH_REDIS_URL = env("PUSH_REDIS_URL", default=_broker if _broker.startswith(("redis://", "rediss://")) else "")
+LIVE_STREAM_SECONDS = env.float("LIVE_STREAM_SECONDS", default=55.0)  # one event stream, then EventSource reconnects
+LIVE_RETRY_MS = 2000  # EventSource's reconnect delay
 CLASSIFICATION_MAX_ATTEMPTS = env.int("CLASSIFICATION_MAX_ATTEMPTS", default=3)
 # A job queued or running for longer than this is re-queued by the sweeper (requeue_stuck).
 CLASSIFICATION_STUCK_AFTER_SECONDS = env.int("CLASSIFICATION_STUCK_AFTER_SECONDS", default=600)
