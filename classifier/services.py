@@ -25,7 +25,7 @@ from classifier import push
 from classifier.errors import ApplicationError
 from classifier.models import Classification
 from classifier.storage import delete_files_on_commit
-from worker.runtime.images import ImageRejected, decode_for_model, prepare_upload
+from worker.runtime.images import ImageRejected, prepare_upload
 
 logger = logging.getLogger(__name__)
 
@@ -221,29 +221,14 @@ def _test_delay() -> None:
 
 
 def classification_process(*, classification_id: uuid.UUID | str) -> Classification | None:
-    """The worker's whole job: start, decode, predict, complete (or fail with a readable reason)."""
-    from worker.runtime.predictor import get_predictor
+    """The worker's whole job: start, decode, predict, complete (or fail with a readable reason).
 
-    classification = classification_start(classification_id=classification_id)
-    if classification is None:
-        return None
-    _test_delay()
-    try:
-        with classification.image.open("rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return classification_fail(
-            classification_id=classification_id, message="The uploaded image is missing from storage."
-        )
-    predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
-    try:
-        array = decode_for_model(data, predictor.input_size, max_pixels=settings.MAX_IMAGE_PIXELS)
-    except ImageRejected as exc:
-        return classification_fail(classification_id=classification_id, message=f"The image could not be read: {exc}")
-    [top] = predictor.predict([array], top_k=settings.PREDICTION_TOP_K)
-    return classification_complete(
-        classification_id=classification_id, predictions=top, model_version=predictor.version
-    )
+    A batch of one: the worker runs `classifier.batches.classification_process_batch`, which
+    does the same for several jobs with one forward pass.
+    """
+    from classifier.batches import classification_process_batch
+
+    return classification_process_batch(classification_ids=[classification_id]).get(str(classification_id))
 
 
 @transaction.atomic

@@ -9,7 +9,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from classifier import services
+from classifier import batches, services
+from worker import batch_queue
 from worker.celery import app
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,16 @@ class ClassifyTask(Task):
     max_retries=8,
 )
 def classify(self, classification_id: str) -> str | None:
-    """Classify one uploaded image. Safe to run twice: a finished job is left as it is."""
-    classification = services.classification_process(classification_id=classification_id)
+    """Classify one uploaded image, with whatever else is queued (worker/batch_queue.py: up to
+    WORKER_BATCH_SIZE jobs, one forward pass). Safe to run twice: a finished job is left as it is."""
+    batch = batch_queue.take_batch(self, classification_id)
+    try:
+        finished = batches.classification_process_batch(classification_ids=batch.ids)
+    except BaseException:
+        batch.requeue()  # the other jobs run again; this one is retried or failed by the hooks
+        raise
+    batch.ack()
+    classification = finished.get(str(classification_id))
     return classification.status if classification is not None else None
 
 

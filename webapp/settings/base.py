@@ -149,6 +149,10 @@ CLASSIFICATION_MAX_ATTEMPTS = env.int("CLASSIFICATION_MAX_ATTEMPTS", default=3)
 CLASSIFICATION_STUCK_AFTER_SECONDS = env.int("CLASSIFICATION_STUCK_AFTER_SECONDS", default=600)
 CLASSIFY_SOFT_TIME_LIMIT = env.int("CLASSIFY_SOFT_TIME_LIMIT", default=60)
 CLASSIFY_TIME_LIMIT = env.int("CLASSIFY_TIME_LIMIT", default=90)
+# Micro-batching (worker/batch_queue.py): a task takes up to this many queued jobs, waiting at most
+# WORKER_BATCH_WAIT_MS for them, and runs one forward pass. 1 turns batching off.
+WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=16)
+WORKER_BATCH_WAIT_MS = env.float("WORKER_BATCH_WAIT_MS", default=2.0)
 
 # ----------------------------------------------------------------------------- Celery
 # Without a broker, tasks run in-process (eager): the one-command development mode.
