@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from classifier import api
+from classifier import api, live_api
 from classifier.waiter import waiting_view
 
 app_name = "api"
@@ -15,6 +15,7 @@ urlpatterns = [
         waiting_view(api.ClassificationItemApi.as_view()),
         name="classification-detail",
     ),
+    path("frames/", live_api.frame_view(live_api.FrameApi.as_view()), name="frame-classify"),
     path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline scripts.

@@ -1,4 +1,7 @@
-"""Live pages' endpoints: the event stream of job updates (result and history pages).
+"""Live pages: the camera page, and the event stream of job updates (result and history pages).
+
+``GET /live/`` is the camera page (static/js/camera.js): frames go to ``POST /api/v1/frames/``
+(`classifier.live_api`), which stores nothing.
 
 ``GET /classifications/events?id=<uuid>&id=...`` (session login) streams server-sent events for
 the caller's own jobs among the ids (`classifier.waiter.job_event_stream`); static/js/live.js
@@ -10,10 +13,12 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponseBadRequest, StreamingHttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from classifier.waiter import job_event_stream
+from classifier.waiter import iterate_in_thread, job_event_stream
 
 MAX_WATCHED_IDS = 100
 
@@ -35,7 +40,16 @@ async def job_events(request: HttpRequest):
     if ids is None:
         return HttpResponseBadRequest(f"Give 1 to {MAX_WATCHED_IDS} job ids as ?id=<uuid>.", content_type="text/plain")
     user = await request.auser()
-    response = StreamingHttpResponse(job_event_stream(request, user, ids), content_type="text/event-stream")
+    stream = job_event_stream(request, user, ids)
+    if not isinstance(request, ASGIRequest):  # WSGI: a thread per stream, but events still flow one by one
+        stream = iterate_in_thread(stream)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy in front must not buffer the stream
     return response
+
+
+@login_required
+@require_GET
+def camera(request: HttpRequest) -> HttpResponse:
+    return render(request, "classifier/live.html")

@@ -8,9 +8,10 @@ is published, instead of polling the row.
 Two transports, chosen by the setting ``PUSH_REDIS_URL``:
 
 * a Redis URL (by default the broker's, when the broker is Redis): `publish` is a Redis
-  ``PUBLISH`` on ``classifier.job.<id>``. Each web process runs one listener thread
-  (``PSUBSCRIBE classifier.job.*``, started on the first subscription) that hands messages to
-  the subscriptions of that process. The Celery worker only publishes.
+  ``PUBLISH`` on ``classifier.push.<key>`` (the key is a job id, or ``frame-<uuid>`` for the
+  answer to a live camera frame, see `classifier.frames`). Each web process runs one listener
+  thread (``PSUBSCRIBE classifier.push.*``, started on the first subscription) that hands
+  messages to the subscriptions of that process. The Celery worker only publishes.
 * empty (no broker: tasks run in-process, the one-command development mode): `publish` hands
   the message to this process's subscriptions directly.
 
@@ -34,7 +35,7 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "classifier.job."
+CHANNEL_PREFIX = "classifier.push."
 # How long the first subscriber waits for a fresh listener thread to be subscribed.
 LISTENER_READY_SECONDS = 3.0
 
@@ -161,7 +162,7 @@ def publish_many(updates: Iterable[tuple[uuid.UUID | str, str]]) -> None:
 
 # ----------------------------------------------------------------------------- the listener thread
 class _Listener(threading.Thread):
-    """One per process and URL: PSUBSCRIBE classifier.job.* and dispatch to local subscriptions."""
+    """One per process and URL: PSUBSCRIBE classifier.push.* and dispatch to local subscriptions."""
 
     def __init__(self, url: str) -> None:
         super().__init__(name=f"push-listener {url}", daemon=True)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/signup/", views.signup, name="signup"),
     path("upload/", views.upload, name="upload"),
+    path("live/", live_views.camera, name="live"),
     path("classifications/", views.history, name="history"),
     path("classifications/events", live_views.job_events, name="job-events"),
     path("classifications/<uuid:id>/", views.result, name="result"),

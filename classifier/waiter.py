@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -144,3 +144,19 @@ async def job_event_stream(request, user, ids: list[str], *, duration: float | N
                 pending.discard(job_id)
         if not pending:
             yield sse("end", {"finished": sorted(seen)})
+
+
+def iterate_in_thread(stream: AsyncIterator[str]) -> Iterator[str]:
+    """The async stream as a plain iterator, for WSGI servers (Django's runserver, the test live
+    server): each event is sent as it comes, on a private event loop in the request's thread.
+    (Django itself would collect the whole async stream first, so nothing would arrive until the end.)"""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(stream.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(stream.aclose())
+        loop.close()

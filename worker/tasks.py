@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 from celery import Task
@@ -9,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from classifier import batches, services
+from classifier import batches, frames, services
 from worker import batch_queue
 from worker.celery import app
 
@@ -74,6 +75,13 @@ def classify(self, classification_id: str) -> str | None:
     batch.ack()
     classification = finished.get(str(classification_id))
     return classification.status if classification is not None else None
+
+
+@app.task(acks_late=False, ignore_result=True, soft_time_limit=10, time_limit=15)
+def classify_frame(frame_id: str, image_b64: str) -> None:
+    """Classify one live camera frame and push the answer (classifier/frames.py). Nothing is stored;
+    a lost frame is simply not answered (the page sends the next one)."""
+    frames.frame_answer(frame_id=frame_id, data=base64.b64decode(image_b64))
 
 
 @app.task(acks_late=True, soft_time_limit=60, time_limit=90)

@@ -144,6 +144,9 @@ _broker = env("CELERY_BROKER_URL", default="")
 PUSH_REDIS_URL = env("PUSH_REDIS_URL", default=_broker if _broker.startswith(("redis://", "rediss://")) else "")
 LIVE_STREAM_SECONDS = env.float("LIVE_STREAM_SECONDS", default=55.0)  # one event stream, then EventSource reconnects
 LIVE_RETRY_MS = 2000  # EventSource's reconnect delay
+# Live camera frames (classifier/frames.py): never stored; the worker's answer is awaited this long.
+FRAME_TIMEOUT_SECONDS = env.float("FRAME_TIMEOUT_SECONDS", default=5.0)
+FRAME_MAX_BYTES = env.int("FRAME_MAX_BYTES", default=1024 * 1024)
 CLASSIFICATION_MAX_ATTEMPTS = env.int("CLASSIFICATION_MAX_ATTEMPTS", default=3)
 # A job queued or running for longer than this is re-queued by the sweeper (requeue_stuck).
 CLASSIFICATION_STUCK_AFTER_SECONDS = env.int("CLASSIFICATION_STUCK_AFTER_SECONDS", default=600)
@@ -199,6 +202,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "classification_create": env("API_UPLOAD_RATE", default="120/min"),
         "token_obtain": env("API_TOKEN_RATE", default="30/min"),
+        "frame": env("API_FRAME_RATE", default="1200/min"),  # live camera: up to 20 frames/s per client
     },
 }
 
