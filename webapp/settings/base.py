@@ -180,6 +180,16 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
+# Routing (docker-compose.yml): uploads to CLASSIFY_QUEUE (e.g. "gpu"), live frames to FRAME_QUEUE
+# (e.g. "cpu"); unset, everything goes to the default queue ("celery").
+CELERY_TASK_ROUTES = {
+    task: {"queue": queue}
+    for task, queue in (
+        ("worker.tasks.classify", env("CLASSIFY_QUEUE", default="")),
+        ("worker.tasks.classify_frame", env("FRAME_QUEUE", default="")),
+    )
+    if queue
+}
 CELERY_BEAT_SCHEDULE = {
     "requeue-stuck-classifications": {
         "task": "worker.tasks.requeue_stuck",
