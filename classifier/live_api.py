@@ -32,18 +32,18 @@ class FrameApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "frame"
 
-    class InputSerializer(serializers.Serializer):
+    class FrameInputSerializer(serializers.Serializer):
         image = serializers.FileField(allow_empty_file=True, use_url=False)
 
-    class OutputSerializer(serializers.Serializer):
+    class FrameOutputSerializer(serializers.Serializer):
         predictions = PredictionSerializer(many=True)
         model_version = serializers.CharField()
 
     @extend_schema(
         operation_id="frames_classify",
-        request={"multipart/form-data": InputSerializer},
+        request={"multipart/form-data": FrameInputSerializer},
         responses={
-            200: OutputSerializer,
+            200: FrameOutputSerializer,
             400: OpenApiResponse(ERROR_RESPONSE, description="Not an image we can read, empty or too large"),
             401: ERROR_RESPONSE,
             413: ERROR_RESPONSE,
@@ -53,7 +53,7 @@ class FrameApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.FrameInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["image"]
         limit = settings.FRAME_MAX_BYTES
