@@ -22,7 +22,11 @@
     });
   }
 
+  // <html data-live="stream|poll">: how this page follows its jobs (read by the browser tests).
+  function mark(how) { document.documentElement.setAttribute("data-live", how); }
+
   function poll(id, callbacks, delay) {
+    mark("poll");
     fetch(API_URL + encodeURIComponent(id) + "/", { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 404) return null; // deleted: nothing more to watch
@@ -46,6 +50,7 @@
     var errors = 0;
     var url = EVENTS_URL + "?" + ids.map(function (id) { return "id=" + encodeURIComponent(id); }).join("&");
     var source = new EventSource(url, { withCredentials: true });
+    source.addEventListener("open", function () { mark("stream"); });
     source.addEventListener("job", function (event) {
       errors = 0;
       var data = JSON.parse(event.data);
