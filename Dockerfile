@@ -23,4 +23,5 @@ RUN SECRET_KEY=build-only ALLOWED_HOSTS=localhost DJANGO_SETTINGS_MODULE=webapp.
 
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "webapp.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]
+# ASGI (uvicorn workers): a client waiting on ?wait= or an event stream holds no thread.
+CMD ["gunicorn", "webapp.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--workers", "3"]

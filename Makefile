@@ -2,6 +2,7 @@
 # requirements are reinstalled only when a requirements file changes (stamp files in .venv/).
 #
 #   make run        development server on 127.0.0.1:8000 (SQLite, tasks in-process, shipped bundle)
+#   make serve      the production server: gunicorn with uvicorn (ASGI) workers on 127.0.0.1:8000
 #   make worker     Celery worker (needs CELERY_BROKER_URL and usually DATABASE_URL)
 #   make beat       Celery beat: runs the requeue_stuck sweeper periodically
 #   make worker-challenger  Celery worker for the challenger queue (when MODEL_BUNDLE_CHALLENGER is set)
@@ -16,7 +17,7 @@ PIP := $(PY) -m pip
 MANAGE := $(PY) manage.py
 PYTEST_ARGS ?=
 
-.PHONY: run worker worker-challenger beat test lint format migrate superuser browsers clean-venv
+.PHONY: run serve worker worker-challenger beat test lint format migrate superuser browsers clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,13 @@ migrate: $(VENV)/.runtime-installed
 
 run: migrate
 	$(MANAGE) runserver 127.0.0.1:8000
+
+# ASGI: ?wait= and the pages' event streams await a push instead of holding a thread.
+# Static files need collectstatic first (whitenoise); production settings need SECRET_KEY/ALLOWED_HOSTS.
+serve: migrate
+	$(MANAGE) collectstatic --noinput -v 0
+	$(VENV)/bin/gunicorn webapp.asgi:application --worker-class uvicorn_worker.UvicornWorker \
+		--bind 127.0.0.1:8000 --workers $${WEB_WORKERS:-2} --timeout 60
 
 worker: $(VENV)/.runtime-installed
 	$(VENV)/bin/celery -A worker worker --loglevel=INFO --pool=prefork --concurrency=$${WORKER_CONCURRENCY:-1}

@@ -7,7 +7,6 @@ DELETE), as REST clients expect; each operation is one method with its own seria
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.conf import settings
@@ -79,17 +78,6 @@ class ClassificationOutputSerializer(serializers.Serializer):
         path = reverse("api:classification-detail", kwargs={"classification_id": obj.id})
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
-
-
-def _wait_for(classification: Classification, wait: float | None) -> Classification:
-    """Poll the row until it is finished or ``wait`` (capped by the setting) has passed."""
-    if not wait:
-        return classification
-    deadline = time.monotonic() + min(wait, settings.API_MAX_WAIT_SECONDS)
-    while classification.status not in services.FINISHED and time.monotonic() < deadline:
-        time.sleep(settings.API_WAIT_POLL_SECONDS)
-        classification.refresh_from_db()
-    return classification
 
 
 def _refuse_more_than_one_file(request: Request) -> None:
@@ -184,7 +172,7 @@ class ClassificationCollectionApi(APIView):
             # In-process mode ran the task on commit, inside classification_create: answer that row.
             # (With a worker the job is queued; answering "queued" then does not race the worker.)
             classification.refresh_from_db()
-        classification = _wait_for(classification, wait.validated_data.get("wait"))
+        # ?wait= is served by classifier.waiter.waiting_view around this view (async, by push).
         data = ClassificationOutputSerializer(classification, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
 
@@ -206,7 +194,7 @@ class ClassificationItemApi(APIView):
         wait = WaitInputSerializer(data=request.query_params)
         wait.is_valid(raise_exception=True)
         classification = selectors.classification_get(user=request.user, id=classification_id)
-        classification = _wait_for(classification, wait.validated_data.get("wait"))
+        # ?wait= is served by classifier.waiter.waiting_view around this view (async, by push).
         return Response(ClassificationOutputSerializer(classification, context={"request": request}).data)
 
     @extend_schema(

@@ -3,20 +3,26 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from classifier import api
+from classifier import api, live_api
 from classifier.evaluation import api as evaluation_api
+from classifier.waiter import waiting_view
 
 app_name = "api"
 
 urlpatterns = [
-    path("classifications/", api.ClassificationCollectionApi.as_view(), name="classification-list"),
+    path("classifications/", waiting_view(api.ClassificationCollectionApi.as_view()), name="classification-list"),
     path("classifications/export.csv", evaluation_api.ClassificationExportApi.as_view(), name="classification-export"),
-    path("classifications/<str:classification_id>/", api.ClassificationItemApi.as_view(), name="classification-detail"),
+    path(
+        "classifications/<str:classification_id>/",
+        waiting_view(api.ClassificationItemApi.as_view()),
+        name="classification-detail",
+    ),
     path(
         "classifications/<str:classification_id>/feedback/",
         evaluation_api.FeedbackApi.as_view(),
         name="classification-feedback",
     ),
+    path("frames/", live_api.frame_view(live_api.FrameApi.as_view()), name="frame-classify"),
     path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline scripts.

@@ -21,11 +21,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from classifier import push
 from classifier.errors import ApplicationError
 from classifier.evaluation import services as evaluation
 from classifier.models import Classification
 from classifier.storage import delete_files_on_commit
-from worker.runtime.images import ImageRejected, decode_for_model, prepare_upload
+from worker.runtime.images import ImageRejected, prepare_upload
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ WORKER_STOPPED = "the worker process stopped before finishing (killed, out of me
 # with the same formatting as _format_bytes), so a refusal reads the same in the browser and here.
 MSG_FILE_TOO_LARGE = "The file is {size}; the limit is {limit}. Please upload a smaller image."
 MSG_EMPTY_FILE = "The file is empty. Please choose an image file."
+
+
+def _notify(classification: Classification) -> None:
+    """Push the job's new status to its waiters once this transaction commits (classifier.push)."""
+    job_id, status = classification.id, classification.status
+    transaction.on_commit(lambda: push.publish(job_id, status))
 
 
 def _format_bytes(n: int) -> str:
@@ -187,6 +194,7 @@ def classification_start(*, classification_id: uuid.UUID | str) -> Classificatio
     classification.attempts += 1
     classification.started_at = timezone.now()
     classification.save(update_fields=["status", "attempts", "started_at", "error"])
+    _notify(classification)
     return classification
 
 
@@ -211,6 +219,7 @@ def classification_complete(
     classification.error = ""
     classification.finished_at = timezone.now()
     classification.save()
+    _notify(classification)
     evaluation.challenger_schedule(classification_id=classification.id)  # runs after the commit, off the user's path
     return classification
 
@@ -220,6 +229,7 @@ def _fail(classification: Classification, message: str) -> None:
     classification.error = message
     classification.finished_at = timezone.now()
     classification.save(update_fields=["status", "error", "finished_at"])
+    _notify(classification)
 
 
 @transaction.atomic
@@ -246,31 +256,14 @@ def _test_delay() -> None:
 
 
 def classification_process(*, classification_id: uuid.UUID | str) -> Classification | None:
-    """The worker's whole job: start, decode, predict, complete (or fail with a readable reason)."""
-    from worker.runtime.predictor import get_predictor
+    """The worker's whole job: start, decode, predict, complete (or fail with a readable reason).
 
-    classification = classification_start(classification_id=classification_id)
-    if classification is None:
-        return None
-    _test_delay()
-    try:
-        with classification.image.open("rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return classification_fail(
-            classification_id=classification_id, message="The uploaded image is missing from storage."
-        )
-    predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
-    try:
-        array = decode_for_model(data, predictor.input_size, max_pixels=settings.MAX_IMAGE_PIXELS)
-    except ImageRejected as exc:
-        # The upload check runs this same decode, so this means the check and the worker disagree.
-        logger.warning("classification %s refused by the worker's decode: %s", classification_id, exc)
-        return classification_fail(classification_id=classification_id, message=f"The image could not be read: {exc}")
-    [top] = predictor.predict([array], top_k=settings.PREDICTION_TOP_K)
-    return classification_complete(
-        classification_id=classification_id, predictions=top, model_version=predictor.version
-    )
+    A batch of one: the worker runs `classifier.batches.classification_process_batch`, which
+    does the same for several jobs with one forward pass.
+    """
+    from classifier.batches import classification_process_batch
+
+    return classification_process_batch(classification_ids=[classification_id]).get(str(classification_id))
 
 
 @transaction.atomic

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from classifier import views
+from classifier import live_views, views
 from classifier.evaluation import views as evaluation_views
 
 app_name = "classifier"
@@ -13,8 +13,10 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("demo/", views.demo, name="demo"),
     path("upload/", views.upload, name="upload"),
+    path("live/", live_views.camera, name="live"),
     path("classifications/", views.history, name="history"),
     path("classifications/delete/", views.bulk_delete, name="bulk_delete"),
+    path("classifications/events", live_views.job_events, name="job-events"),
     path("classifications/<uuid:id>/", views.result, name="result"),
     path("classifications/<uuid:id>/delete/", views.delete, name="delete"),
     path("classifications/<uuid:id>/feedback/", evaluation_views.feedback, name="feedback"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 from celery import Task
@@ -9,7 +10,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from classifier import services
+from classifier import batches, frames, services
+from worker import batch_queue
 from worker.celery import app
 
 logger = logging.getLogger(__name__)
@@ -62,9 +64,24 @@ class ClassifyTask(Task):
     max_retries=8,
 )
 def classify(self, classification_id: str) -> str | None:
-    """Classify one uploaded image. Safe to run twice: a finished job is left as it is."""
-    classification = services.classification_process(classification_id=classification_id)
+    """Classify one uploaded image, with whatever else is queued (worker/batch_queue.py: up to
+    WORKER_BATCH_SIZE jobs, one forward pass). Safe to run twice: a finished job is left as it is."""
+    batch = batch_queue.take_batch(self, classification_id)
+    try:
+        finished = batches.classification_process_batch(classification_ids=batch.ids)
+    except BaseException:
+        batch.requeue()  # the other jobs run again; this one is retried or failed by the hooks
+        raise
+    batch.ack()
+    classification = finished.get(str(classification_id))
     return classification.status if classification is not None else None
+
+
+@app.task(acks_late=False, ignore_result=True, soft_time_limit=10, time_limit=15)
+def classify_frame(frame_id: str, image_b64: str) -> None:
+    """Classify one live camera frame and push the answer (classifier/frames.py). Nothing is stored;
+    a lost frame is simply not answered (the page sends the next one)."""
+    frames.frame_answer(frame_id=frame_id, data=base64.b64decode(image_b64))
 
 
 @app.task(acks_late=True, soft_time_limit=60, time_limit=90)

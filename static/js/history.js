@@ -1,11 +1,10 @@
-// History page: rows still queued or running update in place from the JSON API until they finish.
+// History page: rows still queued or running update in place until they finish (live.js: one
+// server-sent-event stream for all of them, polling the JSON API as a fallback).
 (function () {
   "use strict";
 
   var FINISHED = { done: true, failed: true };
   var LABELS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed" };
-  var DELAY = 1500;
-  var MAX_ROUNDS = 400; // stop after ~10 minutes; a reload starts again
 
   function update(row, data) {
     var status = row.querySelector("[data-field=status]");
@@ -16,25 +15,6 @@
       data.top_probability === null || data.top_probability === undefined
         ? "—" : (data.top_probability * 100).toFixed(1) + "%";
     row.setAttribute("data-status", data.status);
-  }
-
-  function pendingRows() {
-    return Array.prototype.filter.call(document.querySelectorAll("tr[data-api-url]"), function (row) {
-      return !FINISHED[row.getAttribute("data-status")];
-    });
-  }
-
-  function round(n) {
-    var rows = pendingRows();
-    if (!rows.length || n > MAX_ROUNDS) return;
-    Promise.all(rows.map(function (row) {
-      return fetch(row.getAttribute("data-api-url"), { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (data) { if (data) update(row, data); })
-        .catch(function () { /* try again next round */ });
-    })).then(function () {
-      window.setTimeout(function () { round(n + 1); }, DELAY);
-    });
   }
 
   // Bulk selection: a "select all" box (shown only with JavaScript) and a live count.
@@ -63,6 +43,9 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     setUpSelection();
-    if (pendingRows().length) window.setTimeout(function () { round(0); }, DELAY);
+    Array.prototype.forEach.call(document.querySelectorAll("tr[data-api-url]"), function (row) {
+      if (FINISHED[row.getAttribute("data-status")]) return;
+      window.watchJob(row.id.replace(/^row-/, ""), function (data) { update(row, data); });
+    });
   });
 })();

@@ -1,12 +1,11 @@
-// Result page: poll the JSON API (session auth) until the job is done or failed, and redraw the
-// status, the top-5 bars and the timings. The server-rendered page is the no-JS fallback.
+// Result page: follow the job (live.js: pushed by server-sent events, polling as a fallback) until
+// it is done or failed, and redraw the status, the top-5 bars and the timings. The
+// server-rendered page is the no-JS fallback.
 (function () {
   "use strict";
 
   var FINISHED = { done: true, failed: true };
   var LABELS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed" };
-  var MIN_DELAY = 700;
-  var MAX_DELAY = 4000;
 
   function $(id) { return document.getElementById(id); }
 
@@ -84,25 +83,6 @@
     $("run-time").textContent = seconds(t.started, t.finished);
   }
 
-  function poll(root, url, delay) {
-    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (response) {
-        if (!response.ok) throw new Error("HTTP " + response.status);
-        return response.json();
-      })
-      .then(function (data) {
-        render(root, data);
-        if (!FINISHED[data.status]) {
-          window.setTimeout(function () { poll(root, url, MIN_DELAY); }, MIN_DELAY);
-        }
-      })
-      .catch(function () {
-        // Network hiccup or server restart: back off, keep trying.
-        var next = Math.min(delay * 2, MAX_DELAY);
-        window.setTimeout(function () { poll(root, url, next); }, next);
-      });
-  }
-
   // Keyboard shortcuts: "n" classifies another image, "h" opens the history (links marked
   // data-shortcut). Ignored while typing in a field or with a modifier held.
   document.addEventListener("keydown", function (event) {
@@ -121,6 +101,6 @@
     if (!root) return;
     var status = root.getAttribute("data-status");
     if (FINISHED[status]) return;
-    window.setTimeout(function () { poll(root, root.getAttribute("data-api-url"), MIN_DELAY); }, 300);
+    window.watchJob(root.getAttribute("data-id"), function (data) { render(root, data); });
   });
 })();

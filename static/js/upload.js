@@ -11,13 +11,14 @@
   var POLL_MAX = 4000;
 
   // --- following a job ------------------------------------------------------------------------
-  // watchClassification(url, onUpdate): calls onUpdate(data) with the job's JSON until it is done
-  // or failed. This is the one place that knows how updates arrive: it polls the API (session
-  // cookie), and uses the push channel of static/js/live.js instead when that script is on the
-  // page and offers window.CifarLive.watch(url, onUpdate) (returning false when it cannot).
-  function watchClassification(url, onUpdate) {
-    if (window.CifarLive && typeof window.CifarLive.watch === "function") {
-      if (window.CifarLive.watch(url, onUpdate) !== false) return;
+  // watchClassification(id, url, onUpdate): calls onUpdate(data) with the job's JSON until it is
+  // done or failed. This is the one place that knows how updates arrive: it uses the push channel
+  // of static/js/live.js (window.watchJob: server-sent events, with its own polling fallback) when
+  // that script is on the page, and otherwise polls the API (session cookie).
+  function watchClassification(id, url, onUpdate) {
+    if (id && typeof window.watchJob === "function") {
+      window.watchJob(id, onUpdate);
+      return;
     }
     var delay = POLL_MIN;
     function poll() {
@@ -228,7 +229,7 @@
             item.bar.value = 100;
             item.bar.classList.add("hidden");
             renderResult(item, data);
-            watchClassification(data.url, function (update) { renderResult(item, update); });
+            watchClassification(data.id, data.url, function (update) { renderResult(item, update); });
           } else {
             var message = data && data.error && data.error.message;
             if (xhr.status === 429) message = (message || "Too many uploads.") + " Nothing was lost: try this file again in a moment.";

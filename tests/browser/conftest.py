@@ -18,7 +18,7 @@ CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
-def _chromium(javascript: bool = True) -> Iterator[object]:
+def _chromium(javascript: bool = True, extra_flags: tuple[str, ...] = ()) -> Iterator[object]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip(f"Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}); apt-get install -y chromium chromium-driver")
     from selenium import webdriver
@@ -39,6 +39,7 @@ def _chromium(javascript: bool = True) -> Iterator[object]:
         "--disable-dev-shm-usage",
         "--window-size=1200,900",
         f"--user-data-dir={profile}",
+        *extra_flags,
     ):
         options.add_argument(flag)
     if not javascript:
@@ -56,6 +57,14 @@ def _chromium(javascript: bool = True) -> Iterator[object]:
 @pytest.fixture
 def browser() -> Iterator[object]:
     yield from _chromium(javascript=True)
+
+
+@pytest.fixture
+def camera_browser() -> Iterator[object]:
+    """Chromium with a fake camera (a generated test pattern) that needs no permission prompt."""
+    yield from _chromium(
+        javascript=True, extra_flags=("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    )
 
 
 @pytest.fixture

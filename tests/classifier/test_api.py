@@ -10,7 +10,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from classifier import services
 from classifier.models import Classification
 from tests.classifier.factories import PASSWORD, ClassificationFactory, UserFactory
 from tests.conftest import bad_uploads, files_under, make_image_bytes
@@ -289,33 +288,7 @@ def test_list_filters_by_status_and_label(client, user, media_root):
 
 
 # ----------------------------------------------------------------------------- wait
-def test_wait_returns_when_the_job_finishes(client, user, media_root, monkeypatch):
-    c = ClassificationFactory(owner=user)
-    polls = []
-
-    def finish_on_first_poll(seconds):
-        polls.append(seconds)
-        if len(polls) == 1:
-            services.classification_start(classification_id=c.id)
-            services.classification_complete(classification_id=c.id, predictions=[("cat", 0.9)], model_version="v")
-
-    monkeypatch.setattr("classifier.api.time.sleep", finish_on_first_poll)
-    body = client.get(detail_url(c.id), {"wait": 20}).json()
-    assert body["status"] == "done"
-    assert len(polls) == 1
-
-
-def test_wait_is_capped_by_the_setting(client, user, settings, media_root, monkeypatch):
-    settings.API_MAX_WAIT_SECONDS = 0.3
-    c = ClassificationFactory(owner=user)
-    clock = {"now": 1000.0}
-    monkeypatch.setattr("classifier.api.time.monotonic", lambda: clock["now"])
-    monkeypatch.setattr("classifier.api.time.sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
-    body = client.get(detail_url(c.id), {"wait": 3600}).json()
-    assert body["status"] == "queued"
-    assert 0.3 <= clock["now"] - 1000.0 < 0.3 + 2 * settings.API_WAIT_POLL_SECONDS
-
-
+# How wait wakes (push, not poll) is tested in tests/classifier/test_push.py.
 def test_wait_on_post(client, tiny_bundle, media_root, django_capture_on_commit_callbacks):
     # in eager mode the job is done on commit; wait only polls the row (no sleep happens)
     with django_capture_on_commit_callbacks(execute=True):

@@ -10,7 +10,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from classifier import services
+from classifier import batches
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
 from worker.celery import app
@@ -68,7 +68,7 @@ def test_classify_corrupt_image_fails_once_with_a_message(tiny_bundle, media_roo
 
 def test_unexpected_error_is_recorded_by_the_failure_hook(media_root):
     c = ClassificationFactory()
-    with mock.patch.object(services, "classification_process", side_effect=RuntimeError("bug")):
+    with mock.patch.object(batches, "classification_process_batch", side_effect=RuntimeError("bug")):
         result = run(classify, str(c.id))
     assert result.failed()
     c.refresh_from_db()
@@ -80,7 +80,7 @@ def test_soft_time_limit_is_recorded_as_too_long(media_root):
     from celery.exceptions import SoftTimeLimitExceeded
 
     c = ClassificationFactory()
-    with mock.patch.object(services, "classification_process", side_effect=SoftTimeLimitExceeded()):
+    with mock.patch.object(batches, "classification_process_batch", side_effect=SoftTimeLimitExceeded()):
         run(classify, str(c.id))
     c.refresh_from_db()
     assert c.status == Status.FAILED and "too long" in c.error
@@ -88,7 +88,7 @@ def test_soft_time_limit_is_recorded_as_too_long(media_root):
 
 def test_transient_database_errors_are_retried(tiny_bundle, media_root):
     c = ClassificationFactory()
-    real = services.classification_process
+    real = batches.classification_process_batch
     calls = []
 
     def flaky(**kwargs):
@@ -97,7 +97,7 @@ def test_transient_database_errors_are_retried(tiny_bundle, media_root):
             raise OperationalError("server closed the connection unexpectedly")
         return real(**kwargs)
 
-    with mock.patch.object(services, "classification_process", side_effect=flaky):
+    with mock.patch.object(batches, "classification_process_batch", side_effect=flaky):
         run(classify, str(c.id))
     assert len(calls) == 3
     c.refresh_from_db()
@@ -106,7 +106,7 @@ def test_transient_database_errors_are_retried(tiny_bundle, media_root):
 
 def test_retries_are_bounded_then_the_job_fails(media_root):
     c = ClassificationFactory()
-    with mock.patch.object(services, "classification_process", side_effect=OperationalError("down")) as process:
+    with mock.patch.object(batches, "classification_process_batch", side_effect=OperationalError("down")) as process:
         run(classify, str(c.id))
     assert process.call_count == classify.max_retries + 1
     c.refresh_from_db()

@@ -13,6 +13,10 @@ makes the worker pause after marking a job running, so a test can kill it "durin
   (b) Redis down while uploading -> 202s, and every job completes once Redis is back
   (c) PostgreSQL restarted under a running worker -> the job in flight and later jobs complete
   (d) a job that kills its worker every time ends failed, with its reason, after 3 attempts
+  (e) kill -9 the worker in the middle of a micro-batch -> every job of the batch completes
+      after a restart, each exactly once
+
+The web app runs as in production: gunicorn with uvicorn (ASGI) workers.
 """
 
 from __future__ import annotations
@@ -125,6 +129,8 @@ def stack(tiny_bundle) -> Stack:
             "CLASSIFICATION_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             "REQUEUE_STUCK_EVERY_SECONDS": "1",
             "API_UPLOAD_RATE": "10000/min",
+            "WORKER_BATCH_SIZE": "8",
+            "WORKER_BATCH_WAIT_MS": "5",
         }
         _manage(env, "migrate", "--noinput")
         token = _manage(
@@ -138,7 +144,8 @@ def stack(tiny_bundle) -> Stack:
         web_log = open(workdir / "web.log", "a")
         procs.append(
             subprocess.Popen(
-                [gunicorn, "webapp.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4"],
+                [gunicorn, "webapp.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker",
+                 "--bind", f"127.0.0.1:{port}", "--workers", "1"],
                 cwd=ROOT, env=env, stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         )  # fmt: skip
@@ -261,3 +268,43 @@ def test_d_a_job_that_keeps_killing_its_worker_fails_after_bounded_attempts(stac
     assert f"Gave up after {MAX_ATTEMPTS} attempts" in body["error"]
     assert "worker process stopped" in body["error"]
     assert worker.proc.poll() is None  # no crash loop took the worker down
+
+
+def test_e_kill_9_in_the_middle_of_a_batch_loses_no_job(stack, workers):
+    # Queue six jobs with no worker running, so the first task finds the other five waiting.
+    jobs = [stack.upload(f"batch-{i}.jpg") for i in range(6)]
+    worker = workers(delay=8)
+    ids = [job["id"] for job in jobs]
+
+    def all_running():
+        bodies = [stack.get(i) for i in ids]
+        return bodies if all(b["status"] == "running" for b in bodies) else None
+
+    try:
+        bodies = wait_until(all_running, 60, "the whole batch to be running", 0.3)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: {[stack.get(i)['status'] for i in ids]}\n{worker.tail()}") from None
+    # One pool process, concurrency 1: six jobs running at once are one batch, started together.
+    assert len({b["started_at"] for b in bodies}) == 1
+    worker.kill9()
+    assert [stack.get(i)["status"] for i in ids] == ["running"] * 6  # nobody finished them
+
+    restarted = workers(delay=0)
+    done = [stack.wait_finished(i, 150, restarted) for i in ids]
+    assert [b["status"] for b in done] == ["done"] * 6, done
+    assert all(len(b["predictions"]) == 5 and b["attempts"] >= 2 for b in done)
+    time.sleep(3)  # whatever is still delivered (sweeper copies, restored messages) changes nothing
+    again = [stack.get(i) for i in ids]
+    assert [(b["finished_at"], b["predictions"]) for b in again] == [(b["finished_at"], b["predictions"]) for b in done]
+
+
+def test_f_wait_is_woken_by_the_worker_through_asgi(stack, workers):
+    workers(delay=0)
+    response = requests.post(
+        f"{stack.base_url}/api/v1/classifications/?wait=30",
+        files={"image": ("w.jpg", make_image_bytes("jpg", size=(48, 40)))},
+        headers=stack.headers,
+        timeout=60,
+    )
+    assert response.status_code == 202
+    assert response.json()["status"] == "done"  # answered when the worker published, within the wait

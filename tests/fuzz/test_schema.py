@@ -76,6 +76,7 @@ OPERATIONS = [
     "classifications_feedback_retrieve",
     "classifications_feedback_create",
     "classifications_feedback_destroy",
+    "frames_classify",
 ]
 PUBLIC_OPERATIONS = {"auth_token_create"}  # every other operation must answer 401 to anonymous callers
 
@@ -130,7 +131,11 @@ def _strategy(operation, *, username: str = "", job_ids: list[uuid.UUID] | None 
             operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"classification_id": str(job_id)})
             for job_id in job_ids
         ]
-    if job_ids and operation.method.upper() == "POST" and operation.path.endswith("/classifications/"):
+    if (
+        job_ids
+        and operation.method.upper() == "POST"
+        and (operation.path.endswith("/classifications/") or "/frames/" in operation.path)
+    ):
         png = make_image_bytes("png", size=(37, 29))
         strategies.append(operation.as_strategy(GenerationMode.POSITIVE, body={"image": png}))
     if username and operation.path.endswith("/auth/token/"):

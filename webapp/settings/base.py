@@ -24,6 +24,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 ROOT_URLCONF = "webapp.urls"
 WSGI_APPLICATION = "webapp.wsgi.application"
+ASGI_APPLICATION = "webapp.asgi.application"  # what gunicorn serves (uvicorn workers): async waits
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -148,12 +149,26 @@ DRIFT_MIN_PREDICTIONS = env.int("DRIFT_MIN_PREDICTIONS", default=30)
 
 # ----------------------------------------------------------------------------- jobs
 API_MAX_WAIT_SECONDS = env.float("API_MAX_WAIT_SECONDS", default=30.0)
-API_WAIT_POLL_SECONDS = 0.2
+# Waiters (?wait=, the pages' event streams) wake on push (classifier/push.py); this slow re-check
+# only covers a notification lost while Redis was down.
+API_WAIT_POLL_SECONDS = env.float("API_WAIT_POLL_SECONDS", default=2.0)
+# Push transport: Redis pub/sub on the broker's Redis by default; empty = in-process (no broker).
+_broker = env("CELERY_BROKER_URL", default="")
+PUSH_REDIS_URL = env("PUSH_REDIS_URL", default=_broker if _broker.startswith(("redis://", "rediss://")) else "")
+LIVE_STREAM_SECONDS = env.float("LIVE_STREAM_SECONDS", default=55.0)  # one event stream, then EventSource reconnects
+LIVE_RETRY_MS = 2000  # EventSource's reconnect delay
+# Live camera frames (classifier/frames.py): never stored; the worker's answer is awaited this long.
+FRAME_TIMEOUT_SECONDS = env.float("FRAME_TIMEOUT_SECONDS", default=5.0)
+FRAME_MAX_BYTES = env.int("FRAME_MAX_BYTES", default=1024 * 1024)
 CLASSIFICATION_MAX_ATTEMPTS = env.int("CLASSIFICATION_MAX_ATTEMPTS", default=3)
 # A job queued or running for longer than this is re-queued by the sweeper (requeue_stuck).
 CLASSIFICATION_STUCK_AFTER_SECONDS = env.int("CLASSIFICATION_STUCK_AFTER_SECONDS", default=600)
 CLASSIFY_SOFT_TIME_LIMIT = env.int("CLASSIFY_SOFT_TIME_LIMIT", default=60)
 CLASSIFY_TIME_LIMIT = env.int("CLASSIFY_TIME_LIMIT", default=90)
+# Micro-batching (worker/batch_queue.py): a task takes up to this many queued jobs, waiting at most
+# WORKER_BATCH_WAIT_MS for them, and runs one forward pass. 1 turns batching off.
+WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=16)
+WORKER_BATCH_WAIT_MS = env.float("WORKER_BATCH_WAIT_MS", default=2.0)
 
 # ----------------------------------------------------------------------------- Celery
 # Without a broker, tasks run in-process (eager): the one-command development mode.
@@ -178,6 +193,16 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
+# Routing (docker-compose.yml): uploads to CLASSIFY_QUEUE (e.g. "gpu"), live frames to FRAME_QUEUE
+# (e.g. "cpu"); unset, everything goes to the default queue ("celery").
+CELERY_TASK_ROUTES = {
+    task: {"queue": queue}
+    for task, queue in (
+        ("worker.tasks.classify", env("CLASSIFY_QUEUE", default="")),
+        ("worker.tasks.classify_frame", env("FRAME_QUEUE", default="")),
+    )
+    if queue
+}
 CELERY_BEAT_SCHEDULE = {
     "requeue-stuck-classifications": {
         "task": "worker.tasks.requeue_stuck",
@@ -200,6 +225,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "classification_create": env("API_UPLOAD_RATE", default="120/min"),
         "token_obtain": env("API_TOKEN_RATE", default="30/min"),
+        "frame": env("API_FRAME_RATE", default="1200/min"),  # live camera: up to 20 frames/s per client
     },
 }
 

@@ -1,0 +1,103 @@
+"""classifier.batches: a batch of jobs, one forward pass, one bulk update; a bad job fails alone."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.base import ContentFile
+
+from classifier import batches, push
+from classifier.models import Classification
+from tests.classifier.factories import ClassificationFactory
+from tests.conftest import make_image_bytes
+
+pytestmark = pytest.mark.django_db
+
+Status = Classification.Status
+
+
+@pytest.fixture
+def forward_passes(monkeypatch) -> list[int]:
+    from worker.runtime.predictor import Predictor
+
+    calls: list[int] = []
+    real = Predictor.predict
+
+    def counting(self, images, top_k=5):
+        calls.append(len(images))
+        return real(self, images, top_k=top_k)
+
+    monkeypatch.setattr(Predictor, "predict", counting)
+    return calls
+
+
+def corrupt_job() -> Classification:
+    c = ClassificationFactory()
+    data = make_image_bytes("jpg", size=(60, 50))
+    c.image.save("image.jpg", ContentFile(data[: len(data) // 2]))
+    return c
+
+
+def test_a_batch_runs_one_forward_pass_and_a_corrupt_image_fails_only_its_job(
+    tiny_bundle, media_root, forward_passes, django_capture_on_commit_callbacks, django_assert_max_num_queries
+):
+    good = [ClassificationFactory() for _ in range(3)]
+    bad = corrupt_job()
+    ids = [good[0].id, bad.id, good[1].id, good[2].id]
+    with django_capture_on_commit_callbacks(execute=False):
+        # start: select + bulk update; finish: select + bulk update (+ savepoints/transactions)
+        with django_assert_max_num_queries(12):
+            finished = batches.classification_process_batch(classification_ids=ids)
+    assert forward_passes == [3]
+    assert set(finished) == {str(i) for i in ids}
+    for c in good:
+        c.refresh_from_db()
+        assert c.status == Status.DONE and len(c.predictions) == 5 and c.model_version == "tiny-test-0"
+        assert c.attempts == 1 and c.error == ""
+    bad.refresh_from_db()
+    assert bad.status == Status.FAILED
+    assert bad.error.startswith("The image could not be read:") and "corrupt" in bad.error
+
+
+def test_finished_and_unknown_jobs_are_left_alone(tiny_bundle, media_root, forward_passes):
+    done = ClassificationFactory(status=Status.DONE, predictions=[{"label": "cat", "probability": 1.0}])
+    queued = ClassificationFactory()
+    finished = batches.classification_process_batch(
+        classification_ids=[done.id, queued.id, "6d9f0c3e-0000-4000-8000-000000000000"]
+    )
+    assert set(finished) == {str(queued.id)}
+    done.refresh_from_db()
+    assert done.status == Status.DONE and done.attempts == 0
+    assert forward_passes == [1]
+
+
+def test_a_job_out_of_attempts_fails_and_the_rest_run(tiny_bundle, media_root, settings, forward_passes):
+    settings.CLASSIFICATION_MAX_ATTEMPTS = 2
+    tired = ClassificationFactory(status=Status.RUNNING, attempts=2, error="")
+    fresh = ClassificationFactory()
+    batches.classification_process_batch(classification_ids=[tired.id, fresh.id])
+    tired.refresh_from_db()
+    fresh.refresh_from_db()
+    assert tired.status == Status.FAILED and "Gave up after 2 attempts" in tired.error
+    assert fresh.status == Status.DONE
+    assert forward_passes == [1]
+
+
+def test_a_missing_image_fails_alone(tiny_bundle, media_root):
+    gone, fine = ClassificationFactory(), ClassificationFactory()
+    gone.image.storage.delete(gone.image.name)
+    batches.classification_process_batch(classification_ids=[gone.id, fine.id])
+    gone.refresh_from_db()
+    fine.refresh_from_db()
+    assert gone.status == Status.FAILED and gone.error == batches.MISSING_IMAGE
+    assert fine.status == Status.DONE
+
+
+def test_every_change_is_pushed_on_commit(tiny_bundle, media_root, monkeypatch, django_capture_on_commit_callbacks):
+    published: list[tuple[str, str]] = []
+    monkeypatch.setattr(push, "publish", lambda job_id, status: published.append((str(job_id), status)))
+    a, b = ClassificationFactory(), corrupt_job()
+    with django_capture_on_commit_callbacks(execute=True):
+        batches.classification_process_batch(classification_ids=[a.id, b.id])
+    assert sorted(published) == sorted(
+        [(str(a.id), "running"), (str(b.id), "running"), (str(a.id), "done"), (str(b.id), "failed")]
+    )
