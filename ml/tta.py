@@ -26,7 +26,13 @@ class TestTimeAugment(nn.Module):
         return 0.5 * (self.model(x) + self.model(x.flip(3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self._mirror(x)
+        return self.with_first(x, self.model(x))
+
+    @torch.jit.export
+    def with_first(self, x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` given ``first`` = the model's logits of ``x`` itself (Grad-CAM's explain
+        computes those with gradients and reuses them here, saving one forward pass)."""
+        logits = first if self.level == 0 else 0.5 * (first + self.model(x.flip(3)))
         if self.level < 2:
             return logits
         h, w = x.shape[2], x.shape[3]
