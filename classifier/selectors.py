@@ -15,7 +15,12 @@ from classifier.models import Classification
 def classification_list(*, user, filters: dict[str, Any] | None = None) -> QuerySet[Classification]:
     """The user's own classifications, newest first. ``filters``: ``status`` and ``label`` (top label)."""
     filters = filters or {}
-    qs = Classification.objects.filter(owner=user).order_by("-created_at", "-id")
+    qs = (
+        Classification.objects.filter(owner=user)
+        .select_related("explanation")
+        .defer("explanation__model_input")
+        .order_by("-created_at", "-id")
+    )
     status = filters.get("status")
     if status:
         if status not in Classification.Status.values:

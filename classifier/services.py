@@ -230,10 +230,16 @@ def classification_process(*, classification_id: uuid.UUID | str) -> Classificat
         array = decode_for_model(data, predictor.input_size, max_pixels=settings.MAX_IMAGE_PIXELS)
     except ImageRejected as exc:
         return classification_fail(classification_id=classification_id, message=f"The image could not be read: {exc}")
-    [top] = predictor.predict([array], top_k=settings.PREDICTION_TOP_K)
-    return classification_complete(
-        classification_id=classification_id, predictions=top, model_version=predictor.version
-    )
+    from classifier import explanations
+
+    result = explanations.predict(predictor, array, top_k=settings.PREDICTION_TOP_K)
+    with transaction.atomic():  # the explanation is visible together with the result, never after it
+        classification = classification_complete(
+            classification_id=classification_id, predictions=result.predictions, model_version=predictor.version
+        )
+        if classification is not None:
+            explanations.explanation_create(classification=classification, result=result)
+    return classification
 
 
 @transaction.atomic

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
 
-from classifier import selectors, services
+from classifier import explanations, selectors, services
 from classifier.errors import ApplicationError
 from classifier.forms import HistoryFilterForm, SignUpForm, UploadForm, max_files_per_upload
 from classifier.models import Classification
@@ -176,6 +176,7 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
         "wait_time": _duration(classification.created_at, classification.started_at),
         "run_time": _duration(classification.started_at, classification.finished_at),
         "api_url": reverse("api:classification-detail", kwargs={"classification_id": classification.id}),
+        "explanation": explanations.explanation_summary(classification, explanations.explanation_of(classification)),
     }
     return render(request, "classifier/result.html", context)
 

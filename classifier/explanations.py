@@ -1,0 +1,300 @@
+"""Explanations of predictions: storing what the worker computed, and serving it to the owner.
+
+The worker (``services.classification_process``) calls ``predict`` (worker/runtime/explain.py
+runs the bundle's ``explain`` method) and ``explanation_create`` in the transaction that
+completes the job. Pages and the API only read the stored row:
+
+- ``explanation_of(classification)``: the row or None (a job from before explanations, or not done);
+- ``explanation_summary(explanation, ...)``: the JSON-ready dict of the API and the templates
+  (heatmap URLs, members, "3 of 3 members agree", uncertain, ood);
+- ``heatmap`` and ``model_input``: owner-only PNG views (another user's id is 404, like the image).
+
+Maps are stored small: at the cam layer's resolution (7x7 for the fast net), quantised to 0-255
+against their own peak, in a JSON field; the PNG is rendered on request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from classifier import selectors
+from classifier.errors import ApplicationError
+from classifier.models import Classification, Explanation
+from worker.runtime.pictures import heatmap_png, model_input_png
+
+if TYPE_CHECKING:  # the web process never imports torch; only the worker calls predict()
+    from worker.runtime.explain import ExplainedPrediction
+    from worker.runtime.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+OOD_MESSAGE = "This doesn't look like any of the {n} classes I know."
+
+
+# ----------------------------------------------------------------------------- worker side
+def predict(predictor: Predictor, image: np.ndarray, top_k: int) -> ExplainedPrediction:
+    """The prediction with its explanation. An explanation that fails never fails the job: the
+    plain prediction is returned then (logged), and the page says no explanation is available."""
+    from worker.runtime.explain import ExplainedPrediction, predict_explained
+
+    try:
+        [result] = predict_explained(predictor, [image], top_k=top_k)
+    except Exception:  # a broken explain method must not cost the user the prediction
+        logger.exception("explain failed for bundle %s; predicting without it", predictor.bundle_dir)
+        [top] = predictor.predict([image], top_k=top_k)
+        result = ExplainedPrediction(predictions=top, model_input=image, num_classes=len(predictor.classes))
+    return result
+
+
+def _quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    if not heatmaps:
+        return {}
+    maps, peaks, size = {}, {}, None
+    for label, values in heatmaps.items():
+        v = np.asarray(values, dtype=np.float64)
+        size = list(v.shape)
+        peak = float(v.max()) if v.size else 0.0
+        maps[label] = (np.round(v / peak * 255) if peak > 0 else np.zeros_like(v)).astype(int).ravel().tolist()
+        peaks[label] = peak
+    return {"size": size, "maps": maps, "peak": peaks}
+
+
+@transaction.atomic
+def explanation_create(*, classification: Classification, result: ExplainedPrediction) -> Explanation:
+    """Store the explanation of a completed classification (replacing an older one)."""
+    Explanation.objects.filter(classification=classification).delete()
+    return Explanation.objects.create(
+        classification=classification,
+        layer=result.layer[:255],
+        heatmaps=_quantised(result.heatmaps),
+        model_input=model_input_png(result.model_input),
+        members=result.members or [],
+        agree=result.agree,
+        uncertain=result.uncertain,
+        uncertain_threshold=result.thresholds.get("uncertain"),
+        ood_score=result.ood_score,
+        ood=result.ood,
+        ood_threshold=result.thresholds.get("ood"),
+        superclass=(result.superclass or "")[:64],
+        num_classes=result.num_classes,
+    )
+
+
+# ----------------------------------------------------------------------------- reading
+def explanation_of(classification: Classification) -> Explanation | None:
+    try:
+        return classification.explanation
+    except Explanation.DoesNotExist:
+        return None
+
+
+def agreement_text(agree: int | None, members: list[dict]) -> str:
+    if agree is None or not members:
+        return ""
+    n = len(members)
+    if n == 1:
+        return "One model (no ensemble to agree or disagree)."
+    if agree == n:
+        return f"{'Both' if n == 2 else f'All {n}'} members agree." if n <= 3 else f"{agree} of {n} members agree."
+    return f"{agree} of {n} members agree."
+
+
+def explanation_summary(
+    classification: Classification, explanation: Explanation | None, request: HttpRequest | None = None
+) -> dict[str, Any] | None:
+    """The explanation as the API and the result page show it; None when the job has none."""
+    if explanation is None:
+        return None
+
+    def url(name: str, query: str = "") -> str:
+        path = reverse(name, kwargs={"id": classification.id}) + query
+        return request.build_absolute_uri(path) if request is not None else path
+
+    from urllib.parse import urlencode
+
+    maps = (explanation.heatmaps or {}).get("maps") or {}
+    heatmaps = [{"label": label, "url": url("classifier:heatmap", "?" + urlencode({"class": label}))} for label in maps]
+    members = explanation.members or []
+    return {
+        "available": bool(heatmaps),
+        "method": "grad-cam" if heatmaps else None,
+        "layer": explanation.layer or None,
+        "class": heatmaps[0]["label"] if heatmaps else None,
+        "heatmap_url": heatmaps[0]["url"] if heatmaps else None,
+        "heatmaps": heatmaps,
+        "map_size": (explanation.heatmaps or {}).get("size"),
+        "model_input_url": url("classifier:model-input"),  # always stored with the row
+        "members": members,
+        "agreement": {
+            "agree": explanation.agree,
+            "members": len(members),
+            "text": agreement_text(explanation.agree, members),
+        }
+        if members
+        else None,
+        "uncertain": explanation.uncertain,
+        "uncertain_threshold": explanation.uncertain_threshold,
+        "ood_score": explanation.ood_score,
+        "ood": explanation.ood,
+        "ood_threshold": explanation.ood_threshold,
+        "superclass": explanation.superclass or None,
+        "ood_message": OOD_MESSAGE.format(n=explanation.num_classes or "the") if explanation.ood else "",
+    }
+
+
+# ----------------------------------------------------------------------------- API fields
+class HeatmapSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    url = serializers.URLField()
+
+
+class MemberSerializer(serializers.Serializer):
+    arch = serializers.CharField(help_text="The member's architecture")
+    label = serializers.CharField(help_text="The member's own top class")
+    probability = serializers.FloatField(help_text="The member's (calibrated) probability of that class")
+
+
+class AgreementSerializer(serializers.Serializer):
+    agree = serializers.IntegerField(help_text="Members whose top class is the ensemble's")
+    members = serializers.IntegerField()
+    text = serializers.CharField(help_text='e.g. "All 3 members agree."')
+
+
+class ExplanationSerializer(serializers.Serializer):
+    available = serializers.BooleanField(help_text="False when the model bundle has no explain method")
+    method = serializers.CharField(allow_null=True, help_text='"grad-cam"')
+    layer = serializers.CharField(allow_null=True, help_text="The layer(s) the heatmaps explain")
+    class_ = serializers.CharField(allow_null=True, help_text="The class of heatmap_url (the top class)")
+    heatmap_url = serializers.URLField(allow_null=True, help_text="PNG heatmap of the top class (owner only)")
+    heatmaps = HeatmapSerializer(many=True, help_text="One heatmap per top-5 class, best first")
+    map_size = serializers.ListField(child=serializers.IntegerField(), allow_null=True, help_text="[h, w] of the map")
+    model_input_url = serializers.URLField(allow_null=True, help_text="PNG of the H x W image the model saw")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["class"] = fields.pop("class_")
+        return fields
+
+
+class ExplanationFieldsSerializer(serializers.Serializer):
+    """The explanation fields of the classification resource (null until the job is done, and for
+    jobs from before explanations)."""
+
+    explanation = serializers.SerializerMethodField()
+    members = serializers.SerializerMethodField()
+    agreement = serializers.SerializerMethodField()
+    uncertain = serializers.SerializerMethodField()
+    ood_score = serializers.SerializerMethodField()
+    ood = serializers.SerializerMethodField()
+    superclass = serializers.SerializerMethodField()
+
+    def _summary(self, obj: Classification) -> dict[str, Any] | None:
+        cache = self.context.setdefault("_explanations", {})
+        if obj.pk not in cache:
+            cache[obj.pk] = explanation_summary(obj, explanation_of(obj), self.context.get("request"))
+        return cache[obj.pk]
+
+    @extend_schema_field(ExplanationSerializer(allow_null=True))
+    def get_explanation(self, obj: Classification) -> dict[str, Any] | None:
+        s = self._summary(obj)
+        if s is None:
+            return None
+        keys = ("available", "method", "layer", "class", "heatmap_url", "heatmaps", "map_size", "model_input_url")
+        return {k: s[k] for k in keys}
+
+    @extend_schema_field(MemberSerializer(many=True))
+    def get_members(self, obj: Classification) -> list[dict[str, Any]]:
+        s = self._summary(obj)
+        return s["members"] if s else []
+
+    @extend_schema_field(AgreementSerializer(allow_null=True))
+    def get_agreement(self, obj: Classification) -> dict[str, Any] | None:
+        s = self._summary(obj)
+        return s["agreement"] if s else None
+
+    @extend_schema_field(
+        serializers.BooleanField(
+            allow_null=True, help_text="The calibrated top probability is under the bundle's threshold"
+        )
+    )
+    def get_uncertain(self, obj: Classification) -> bool | None:
+        s = self._summary(obj)
+        return s["uncertain"] if s else None
+
+    @extend_schema_field(
+        serializers.FloatField(allow_null=True, help_text="Out-of-distribution score (energy); higher = stranger")
+    )
+    def get_ood_score(self, obj: Classification) -> float | None:
+        s = self._summary(obj)
+        return s["ood_score"] if s else None
+
+    @extend_schema_field(
+        serializers.BooleanField(
+            allow_null=True, help_text="ood_score is above the bundle's threshold: not like any class it knows"
+        )
+    )
+    def get_ood(self, obj: Classification) -> bool | None:
+        s = self._summary(obj)
+        return s["ood"] if s else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True, help_text="Superclass of the top class, if any"))
+    def get_superclass(self, obj: Classification) -> str | None:
+        s = self._summary(obj)
+        return s["superclass"] if s else None
+
+
+# ----------------------------------------------------------------------------- owner-only pictures
+def _own_explanation(request: HttpRequest, id) -> Explanation:
+    if request.user.is_staff:
+        classification = Classification.objects.filter(pk=id).first()  # the admin shows them too
+    else:
+        try:
+            classification = selectors.classification_get(user=request.user, id=id)
+        except ApplicationError:
+            classification = None
+    explanation = explanation_of(classification) if classification is not None else None
+    if explanation is None:
+        raise Http404("No such explanation.")
+    return explanation
+
+
+def _png(data: bytes) -> HttpResponse:
+    response = HttpResponse(data, content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_GET
+def heatmap(request: HttpRequest, id) -> HttpResponse:
+    """The Grad-CAM heatmap of ``?class=<label>`` (default: the top class) as a 256x256 PNG."""
+    explanation = _own_explanation(request, id)
+    maps = (explanation.heatmaps or {}).get("maps") or {}
+    label = request.GET.get("class") or next(iter(maps), None)
+    if label not in maps:
+        raise Http404("No heatmap for this class.")
+    h, w = explanation.heatmaps["size"]
+    values = np.asarray(maps[label], dtype=np.float64).reshape(h, w) / 255.0
+    return _png(heatmap_png(values))
+
+
+@login_required
+@require_GET
+def model_input(request: HttpRequest, id) -> HttpResponse:
+    """The H x W image the model saw, as a PNG of that size (pages enlarge it without smoothing)."""
+    explanation = _own_explanation(request, id)
+    if not explanation.model_input:
+        raise Http404("No model input stored.")
+    return _png(bytes(explanation.model_input))
