@@ -7,7 +7,8 @@ completes the job. Pages and the API only read the stored row:
 - ``explanation_of(classification)``: the row or None (a job from before explanations, or not done);
 - ``explanation_summary(explanation, ...)``: the JSON-ready dict of the API and the templates
   (heatmap URLs, members, "3 of 3 members agree", uncertain, ood);
-- ``heatmap`` and ``model_input``: owner-only PNG views (another user's id is 404, like the image).
+- ``HeatmapApi`` and ``ModelInputApi``: owner-only PNGs under the API (token or session; another
+  user's id is 404, like the image).
 
 Maps are stored small: at the cam layer's resolution (7x7 for the fast net), quantised to 0-255
 against their own peak, in a JSON field; the PNG is rendered on request.
@@ -19,16 +20,18 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from django.views.decorators.http import require_GET
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from classifier import selectors
-from classifier.errors import ApplicationError
+from classifier.errors import NotFoundError
 from classifier.models import Classification, Explanation
 from worker.runtime.pictures import heatmap_png, model_input_png
 
@@ -38,6 +41,19 @@ if TYPE_CHECKING:  # the web process never imports torch; only the worker calls 
 
 logger = logging.getLogger(__name__)
 
+ERROR_RESPONSE = inline_serializer(
+    "ExplanationError",
+    fields={
+        "error": inline_serializer(
+            "ExplanationErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(),
+            },
+        )
+    },
+)
 OOD_MESSAGE = "This doesn't look like any of the {n} classes I know."
 
 
@@ -117,13 +133,15 @@ def explanation_summary(
         return None
 
     def url(name: str, query: str = "") -> str:
-        path = reverse(name, kwargs={"id": classification.id}) + query
+        path = reverse(name, kwargs={"classification_id": classification.id}) + query
         return request.build_absolute_uri(path) if request is not None else path
 
     from urllib.parse import urlencode
 
     maps = (explanation.heatmaps or {}).get("maps") or {}
-    heatmaps = [{"label": label, "url": url("classifier:heatmap", "?" + urlencode({"class": label}))} for label in maps]
+    heatmaps = [
+        {"label": label, "url": url("api:classification-heatmap", "?" + urlencode({"class": label}))} for label in maps
+    ]
     members = explanation.members or []
     return {
         "available": bool(heatmaps),
@@ -133,7 +151,7 @@ def explanation_summary(
         "heatmap_url": heatmaps[0]["url"] if heatmaps else None,
         "heatmaps": heatmaps,
         "map_size": (explanation.heatmaps or {}).get("size"),
-        "model_input_url": url("classifier:model-input"),  # always stored with the row
+        "model_input_url": url("api:classification-model-input"),  # always stored with the row
         "members": members,
         "agreement": {
             "agree": explanation.agree,
@@ -254,18 +272,22 @@ class ExplanationFieldsSerializer(serializers.Serializer):
 
 
 # ----------------------------------------------------------------------------- owner-only pictures
-def _own_explanation(request: HttpRequest, id) -> Explanation:
-    if request.user.is_staff:
-        classification = Classification.objects.filter(pk=id).first()  # the admin shows them too
-    else:
-        try:
-            classification = selectors.classification_get(user=request.user, id=id)
-        except ApplicationError:
-            classification = None
-    explanation = explanation_of(classification) if classification is not None else None
-    if explanation is None:
-        raise Http404("No such explanation.")
-    return explanation
+class _PngApi(APIView):
+    """A PNG of one of the caller's own classifications (token or session auth, like the rest of
+    the API). Another user's id, an unknown one, or a job without an explanation: the API's JSON 404."""
+
+    def perform_content_negotiation(self, request, force=False):
+        # Success is a PNG (an HttpResponse, no renderer); errors are always the API's JSON shape,
+        # whatever an <img> tag's Accept header says.
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    def explanation(self, request: Request, classification_id: str) -> Explanation:
+        classification = selectors.classification_get(user=request.user, id=classification_id)
+        explanation = explanation_of(classification)
+        if explanation is None:
+            raise NotFoundError("This classification has no explanation.")
+        return explanation
 
 
 def _png(data: bytes) -> HttpResponse:
@@ -276,25 +298,45 @@ def _png(data: bytes) -> HttpResponse:
     return response
 
 
-@login_required
-@require_GET
-def heatmap(request: HttpRequest, id) -> HttpResponse:
-    """The Grad-CAM heatmap of ``?class=<label>`` (default: the top class) as a 256x256 PNG."""
-    explanation = _own_explanation(request, id)
-    maps = (explanation.heatmaps or {}).get("maps") or {}
-    label = request.GET.get("class") or next(iter(maps), None)
-    if label not in maps:
-        raise Http404("No heatmap for this class.")
-    h, w = explanation.heatmaps["size"]
-    values = np.asarray(maps[label], dtype=np.float64).reshape(h, w) / 255.0
-    return _png(heatmap_png(values))
+PNG_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="A PNG image")
 
 
-@login_required
-@require_GET
-def model_input(request: HttpRequest, id) -> HttpResponse:
-    """The H x W image the model saw, as a PNG of that size (pages enlarge it without smoothing)."""
-    explanation = _own_explanation(request, id)
-    if not explanation.model_input:
-        raise Http404("No model input stored.")
-    return _png(bytes(explanation.model_input))
+class HeatmapApi(_PngApi):
+    class InputSerializer(serializers.Serializer):
+        # "class" is a Python keyword: the field is declared under another name and renamed
+        class_ = serializers.CharField(
+            required=False, help_text="One of the job's top-5 labels (default: the top class)"
+        )
+
+        def get_fields(self):
+            fields = super().get_fields()
+            fields["class"] = fields.pop("class_")
+            return fields
+
+    @extend_schema(
+        operation_id="classifications_heatmap",
+        parameters=[InputSerializer],
+        responses={(200, "image/png"): PNG_RESPONSE, 401: ERROR_RESPONSE, 404: ERROR_RESPONSE},
+        description="The Grad-CAM heatmap of one of the top-5 classes, 256x256, coloured (viridis); "
+        "drawn over the centre square of the upload it shows where the evidence for the class lies.",
+    )
+    def get(self, request: Request, classification_id: str) -> HttpResponse:
+        explanation = self.explanation(request, classification_id)
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        maps = (explanation.heatmaps or {}).get("maps") or {}
+        label = params.validated_data.get("class") or next(iter(maps), None)
+        if label not in maps:
+            raise NotFoundError("No heatmap for this class.", {"classes": list(maps)})
+        h, w = explanation.heatmaps["size"]
+        return _png(heatmap_png(np.asarray(maps[label], dtype=np.float64).reshape(h, w) / 255.0))
+
+
+class ModelInputApi(_PngApi):
+    @extend_schema(
+        operation_id="classifications_model_input",
+        responses={(200, "image/png"): PNG_RESPONSE, 401: ERROR_RESPONSE, 404: ERROR_RESPONSE},
+        description="The image the model saw (the centre crop, resized to its input size, e.g. 32x32).",
+    )
+    def get(self, request: Request, classification_id: str) -> HttpResponse:
+        return _png(bytes(self.explanation(request, classification_id).model_input))

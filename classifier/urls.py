@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from classifier import explanations, views
+from classifier import views
 
 app_name = "classifier"
 
@@ -17,6 +17,4 @@ urlpatterns = [
     # Owner-only (or staff) file views; uploads are never served from a public /media/ URL.
     path("classifications/<uuid:id>/image", views.image, name="image"),
     path("classifications/<uuid:id>/thumbnail", views.thumbnail, name="thumbnail"),
-    path("classifications/<uuid:id>/heatmap.png", explanations.heatmap, name="heatmap"),
-    path("classifications/<uuid:id>/model-input.png", explanations.model_input, name="model-input"),
 ]

@@ -146,7 +146,9 @@ class Ensemble(nn.Module):
         temperature) with respect to that layer's activation A, averaged over space per channel
         (weights w), then relu(sum_c w_c A_c). The ensemble's map is the mean of the members'
         maps (resized to ``map_size`` when that is set). Call with gradients enabled
-        (``torch.enable_grad()``, not under inference mode)."""
+        (``torch.enable_grad()``, not under inference mode) and ``torch.jit.optimized_execution(False)``:
+        the optimising executor's differentiable subgraphs hide the activation from autograd.grad
+        from the second call on."""
         if images.dtype != torch.uint8:
             raise ValueError("expected uint8 images N x 3 x H x W")
         if not torch.is_grad_enabled():
@@ -256,6 +258,7 @@ def export_bundle(
             "method": "explain",
             "signature": "explain(images uint8 N x 3 x H x W, class_index N x K long or None, top_k=5) -> "
             "{probs, member_probs, member_logits, ood_score, class_index, cam N x K x h x w}",
+            "call": "under torch.enable_grad() and torch.jit.optimized_execution(False)",
             "algorithm": "Grad-CAM on each member's cam_layer (gradient of the member's logit for the "
             "image itself, before TTA and temperature), members' maps averaged",
             "layers": layers,

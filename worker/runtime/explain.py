@@ -82,7 +82,10 @@ def predict_explained(predictor: Predictor, images: list[np.ndarray], top_k: int
     for chunk in torch.split(batch, predictor.max_batch):
         x = chunk.to(bundle.device)
         if has_explain:
-            with torch.enable_grad():
+            # Gradients on, and the JIT's optimising executor off: from the second call on it
+            # rewrites the graph into differentiable subgraphs whose intermediate activations
+            # autograd.grad can no longer reach ("appears to not have been used in the graph").
+            with torch.enable_grad(), torch.jit.optimized_execution(False):
                 out = module.explain(x, None, k)
         else:
             with torch.inference_mode():

@@ -155,3 +155,17 @@ def test_pictures_are_pngs_of_the_right_size_and_colours():
     src = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
     back = np.asarray(Image.open(io.BytesIO(pictures.model_input_png(src))).convert("RGB")).transpose(2, 0, 1)
     np.testing.assert_array_equal(back, src)  # lossless: exactly what the model saw
+
+
+def test_repeated_calls_give_the_same_maps(tmp_path, images):
+    """The JIT optimises a method after its first calls; explain must keep working (and agree)."""
+    [model] = members(seeds=(0,), arch="resnet20", width=0.25)
+    export.export_bundle(
+        [(model, {"mean": MEAN, "std": STD})], tmp_path / "b", classes=CLASSES, name="t", version="t-1"
+    )
+    predictor = Predictor(tmp_path / "b", "cpu")
+    runs = [predict_explained(predictor, images[:1])[0].heatmaps for _ in range(4)]
+    assert all(r is not None for r in runs)
+    for r in runs[1:]:
+        for label, values in r.items():
+            np.testing.assert_allclose(values, runs[0][label], atol=1e-6)
