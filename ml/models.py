@@ -73,6 +73,7 @@ class PlainCNN(nn.Module):
         )
 
     cam_layer = "features.2"  # the last feature block (4x4 at 32x32 input)
+    feature_layers = ("features.0", "features.1")  # first and middle stage (the admin's feature maps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -140,6 +141,7 @@ class CifarResNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
         self.cam_layer = f"layers.{len(layers) - 1}"  # the last residual block (8x8 at 32x32 input)
+        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")  # first and middle stage
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,6 +211,7 @@ class PreActResNet(nn.Module):
         self.bn = _norm(cin, norm)
         self.fc = nn.Linear(cin, num_classes)
         self.cam_layer = f"layers.{len(layers) - 1}"
+        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -278,6 +281,7 @@ class WideResNet(nn.Module):
         self.bn = _norm(cin, norm)
         self.fc = nn.Linear(cin, num_classes)
         self.cam_layer = f"layers.{len(layers) - 1}"
+        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,6 +373,7 @@ class FastNet(nn.Module):
     block whose output Grad-CAM explains (7x7 at 32x32 input)."""
 
     cam_layer = "blocks.1"
+    feature_layers = ("blocks.0", "blocks.1")
 
     def __init__(
         self,

@@ -173,3 +173,53 @@ def test_openapi_schema_documents_the_explanation_fields(client):
         "image/png"
         in paths["/api/v1/classifications/{classification_id}/heatmap.png"]["get"]["responses"]["200"]["content"]
     )
+
+
+@pytest.fixture
+def bundle_with_members(tmp_path, settings):
+    import torch
+
+    from ml.export import export_bundle, save_member
+    from ml.models import build_model
+    from tests.conftest import CIFAR10_CLASSES
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, width=0.25).eval()
+    info = {"arch": "resnet20", "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+    out = tmp_path / "with-members"
+    manifest = export_bundle([(model, info)], out, classes=CIFAR10_CLASSES, name="m", version="m-1")
+    ckpt = {**info, "model_options": {"width": 0.25}, "classes": CIFAR10_CLASSES}
+    save_member(out / "members" / "01-resnet20.pt", model, ckpt)
+    manifest.members[0]["member_file"] = "members/01-resnet20.pt"
+    from worker.runtime.manifest import write_manifest
+
+    write_manifest(out, manifest)
+    settings.MODEL_BUNDLE = str(out)
+    return out, model
+
+
+def test_admin_shows_the_explanation_and_a_members_feature_maps(bundle_with_members, media_root, client):
+    import torch
+
+    c = processed()
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    page = client.get(reverse("admin:classifier_classification_change", args=[c.pk])).content.decode()
+    assert "Grad-CAM of" in page and "data:image/png;base64," in page and "Feature maps of one member" in page
+    response = client.get(reverse("admin:classifier_classification_feature_maps", args=[c.pk]))
+    html = response.content.decode()
+    assert response.status_code == 200 and "stem" in html and "layers.4" in html
+    # the grid's channels are the 16 with the highest mean activation of that stage, most active first
+    from ml.checkpoint import load_model
+
+    model, _ = load_model(
+        bundle_with_members[0] / "members" / "01-resnet20.pt"
+    )  # the fp16 member, as the admin runs it
+    x = torch.from_numpy(decode_for_model(c.image.open("rb").read()))[None].float() / 255.0
+    x = (x - torch.tensor([0.49, 0.48, 0.45]).view(1, 3, 1, 1)) / torch.tensor([0.25, 0.24, 0.26]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        stem = model.stem(x)[0]
+    expected = torch.argsort(-stem.mean(dim=(1, 2)), stable=True)[:16].tolist()
+    assert "Channels: " + ", ".join(map(str, expected)) in html
+    client.force_login(UserFactory())  # not staff: the admin sends to its login page
+    assert client.get(reverse("admin:classifier_classification_feature_maps", args=[c.pk])).status_code == 302

@@ -44,3 +44,22 @@ def model_input_png(image: np.ndarray) -> bytes:
         out, format="PNG"
     )
     return out.getvalue()
+
+
+def channel_grid(activations: np.ndarray, n: int = 16, cell: int = 48) -> tuple[bytes, list[int]]:
+    """The ``n`` most active channels (highest mean activation) of C x h x w activations as a
+    square grid PNG, each channel scaled to its own range and enlarged without smoothing;
+    returns the PNG and the channel indices, most active first."""
+    act = np.asarray(activations, dtype=np.float64)
+    order = np.argsort(-act.mean(axis=(1, 2)), kind="mergesort")[:n]
+    side = int(np.ceil(np.sqrt(len(order)))) or 1
+    grid = Image.new("RGB", (side * (cell + 2), side * (cell + 2)), (255, 255, 255))
+    for k, c in enumerate(order):
+        a = act[c]
+        lo, hi = a.min(), a.max()
+        scaled = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        tile = Image.fromarray(colourise(scaled), "RGB").resize((cell, cell), Image.Resampling.NEAREST)
+        grid.paste(tile, ((k % side) * (cell + 2) + 1, (k // side) * (cell + 2) + 1))
+    out = io.BytesIO()
+    grid.save(out, format="PNG")
+    return out.getvalue(), [int(c) for c in order]
