@@ -393,4 +393,8 @@ def feature_maps(classification: Classification, bundle_dir: str, n: int = 16) -
         act = seen[name][0].float().numpy()
         png, channels = channel_grid(act, n=n)
         stages.append({"layer": name, "shape": list(act.shape), "channels": channels, "png": png})
-    return {"member": f"{member.get('arch', '?')} ({member['member_file']})", "version": manifest.version, "stages": stages}
+    return {
+        "member": f"{member.get('arch', '?')} ({member['member_file']})",
+        "version": manifest.version,
+        "stages": stages,
+    }
