@@ -17,7 +17,14 @@ It prints the hardware (CPUs, load average, torch version and threads) because t
 nothing without it. This is a benchmark: it prints numbers and asserts nothing. The bundle is
 ``--bundle``, else ``bundles/default``; ``--random resnet20`` exports a random-init model of that
 architecture into a temporary folder instead (same compute as a trained one, so the timings hold
-before any training has finished), and ``--tiny`` a ResNet-20 at width 0.25 for a quick try.
+before any training has finished; ``--tta 2 --members 3`` for the shape of the default bundle),
+and ``--tiny`` a ResNet-20 at width 0.25 for a quick try.
+
+``--explain`` is a mode of its own: per-image time end to end with explanations (the bundle's
+``explain``: Grad-CAM of the top-5, members, OOD score, plus the PNG of the model's input the job
+stores) against without (``Predictor.predict``), interleaved run by run; the goal is <= 1.5x.
+
+    python -m benchmarks.runtime --explain --random fastnet --tta 2 --members 3 --runs 50
 """
 
 from __future__ import annotations
@@ -90,18 +97,19 @@ def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
 
-def random_bundle(directory: Path, arch: str, width: float | None = None) -> Path:
-    """A bundle of a random-init model: the same compute as a trained one of that architecture."""
+def random_bundle(directory: Path, arch: str, width: float | None = None, *, tta: int = 0, members: int = 1) -> Path:
+    """A bundle of random-init models: the same compute as trained ones of that architecture."""
     from ml.export import export_bundle
     from ml.models import build_model
 
     torch.manual_seed(0)
     options = {} if width is None else {"width": width}
-    model = build_model(arch, num_classes=10, **options)
+    models = [build_model(arch, num_classes=10, **options) for _ in range(members)]
     out = directory / arch
     export_bundle(
-        [(model, {"arch": arch, **options, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})],
+        [(m, {"arch": arch, **options, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}) for m in models],
         out,
+        tta=tta,
         classes=[f"class{i}" for i in range(10)],
         name=f"benchmark-random-{arch}",
         version=f"benchmark-random-{arch}" + (f"-w{width}" if width is not None else ""),
@@ -170,6 +178,42 @@ def worst_case_uploads() -> None:
             print(f"{kind:16s} {dims} ({size_mb} MB file)  {func:17s} +{peak:>5s} MiB peak RSS  {seconds} s")
 
 
+def explanations(predictor: Predictor, runs: int, warmup: int) -> None:
+    """Per-image time of what the worker does with explanations (decode, the module's explain, the
+    stored PNG of the model's input) against without (decode, forward), interleaved run by run so
+    that a change of load on the machine hits both alike."""
+    from worker.runtime.explain import predict_explained, supports_explain
+    from worker.runtime.pictures import model_input_png
+
+    height, width = predictor.input_size
+    print(f"\n== explanations: one image end to end, {runs} interleaved runs after {warmup} warm-up")
+    if not supports_explain(predictor):
+        print("this bundle has no explain method: nothing to compare")
+        return
+    inputs = {"CIFAR 32x32 JPEG": cifar_jpegs(1)[0], "photo 640x480 JPEG": photo_jpeg(640, 480, seed=1)}
+    for name, data in inputs.items():
+
+        def plain(data=data):
+            return predictor.predict([decode_for_model(data, (height, width))])
+
+        def explained(data=data):
+            [r] = predict_explained(predictor, [decode_for_model(data, (height, width))])
+            model_input_png(r.model_input)
+            return r
+
+        for _ in range(warmup):
+            plain(), explained()
+        t_plain, t_explained = [], []
+        for _ in range(runs):
+            for fn, times in ((plain, t_plain), (explained, t_explained)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+        a, b = statistics.median(t_plain), statistics.median(t_explained)
+        print(f"{name:22s} without: median {ms(a)}  p95 {ms(p95(t_plain))}")
+        print(f"{'':22s} with explanations: median {ms(b)}  p95 {ms(p95(t_explained))}  = {b / a:4.2f}x (goal <= 1.5x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=None, help=f"model bundle folder (default {DEFAULT_BUNDLE})")
@@ -180,13 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes for throughput")
     parser.add_argument("--batch-repeats", type=int, default=5, help="timed repeats per batch size")
     parser.add_argument("--no-worst-case", action="store_true", help="skip the 40-megapixel upload measurements")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="only compare one image with explanations (Grad-CAM, members, OOD) against without",
+    )
+    parser.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="TTA level of a --random/--tiny bundle")
+    parser.add_argument("--members", type=int, default=1, help="members of a --random/--tiny bundle")
     args = parser.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory()
     if args.tiny:
-        bundle_dir = random_bundle(Path(tmp.name), "resnet20", width=0.25)
+        bundle_dir = random_bundle(Path(tmp.name), "resnet20", width=0.25, tta=args.tta, members=args.members)
     elif args.random:
-        bundle_dir = random_bundle(Path(tmp.name), args.random)
+        bundle_dir = random_bundle(Path(tmp.name), args.random, tta=args.tta, members=args.members)
     else:
         bundle_dir = args.bundle or DEFAULT_BUNDLE
         if not bundle_dir.is_dir():
@@ -206,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bundle: {bundle_dir} (version {predictor.version}, {len(predictor.classes)} classes, input {height}x{width})"
     )
+
+    if args.explain:
+        explanations(predictor, args.runs, args.warmup)
+        tmp.cleanup()
+        return 0
 
     # --------------------------------------------------------------------- latency, one image
     print(f"\n== latency of one image, {args.runs} runs after {args.warmup} warm-up")

@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from classifier import selectors, services
 from classifier.errors import ONE_IMAGE_PER_REQUEST, ApplicationError
+from classifier.explanations import ExplanationFieldsSerializer
 from classifier.models import Classification
 from classifier.throttling import UploadIPThrottle
 
@@ -56,7 +57,9 @@ class PredictionSerializer(serializers.Serializer):
     probability = serializers.FloatField()
 
 
-class ClassificationOutputSerializer(serializers.Serializer):
+class ClassificationOutputSerializer(
+    ExplanationFieldsSerializer
+):  # + explanation, members, agreement, uncertain, ood_score
     id = serializers.UUIDField()
     url = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=Classification.Status.choices)

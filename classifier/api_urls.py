@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from classifier import api, live_api
+from classifier import api, explanations, live_api
 from classifier.evaluation import api as evaluation_api
 from classifier.waiter import waiting_view
 
@@ -23,6 +23,16 @@ urlpatterns = [
         name="classification-feedback",
     ),
     path("frames/", live_api.frame_view(live_api.FrameApi.as_view()), name="frame-classify"),
+    path(
+        "classifications/<str:classification_id>/heatmap.png",
+        explanations.HeatmapApi.as_view(),
+        name="classification-heatmap",
+    ),
+    path(
+        "classifications/<str:classification_id>/model-input.png",
+        explanations.ModelInputApi.as_view(),
+        name="classification-model-input",
+    ),
     path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline scripts.

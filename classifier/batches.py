@@ -14,15 +14,19 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from classifier import services
+from classifier import explanations, services
 from classifier.evaluation import services as evaluation
 from classifier.models import Classification
 from worker.runtime.images import ImageRejected
+
+if TYPE_CHECKING:
+    from worker.runtime.explain import ExplainedPrediction
 
 logger = logging.getLogger(__name__)
 Status = Classification.Status
@@ -58,9 +62,14 @@ def classifications_start_many(*, classification_ids: Sequence[uuid.UUID | str])
 
 @transaction.atomic
 def classifications_finish_many(
-    *, results: dict[str, list[tuple[str, float]] | str], model_version: str
+    *,
+    results: dict[str, list[tuple[str, float]] | str],
+    model_version: str,
+    explained: dict[str, ExplainedPrediction] | None = None,
 ) -> list[Classification]:
-    """Record each job's predictions (best first) or failure message; only running jobs change."""
+    """Record each job's predictions (best first) or failure message; only running jobs change.
+    ``explained`` (job id -> the worker's explanation) is stored in the same transaction, so an
+    explanation is visible together with its result, never after it."""
     now = timezone.now()
     rows = Classification.objects.select_for_update().filter(id__in=list(results), status=Status.RUNNING)
     bundle_version_id = None
@@ -98,6 +107,9 @@ def classifications_finish_many(
     ]
     Classification.objects.bulk_update(finished, fields)
     for classification in finished:
+        result = (explained or {}).get(str(classification.id))
+        if classification.status == Status.DONE and result is not None:
+            explanations.explanation_create(classification=classification, result=result)
         services._notify(classification)
         if classification.status == Status.DONE:  # the challenger runs after the commit, off the user's path
             evaluation.challenger_schedule(classification_id=classification.id)
@@ -128,9 +140,14 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
             results[str(classification.id)] = MISSING_IMAGE
     predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
     version = predictor.version
+    explained: dict[str, ExplainedPrediction] = {}
     if images:
         outputs = predict_batch(
-            predictor, images, top_k=settings.PREDICTION_TOP_K, max_pixels=settings.MAX_IMAGE_PIXELS
+            predictor,
+            images,
+            top_k=settings.PREDICTION_TOP_K,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            run=lambda arrays, k: explanations.predict(predictor, arrays, top_k=k),
         )
         for classification, output in zip(readable, outputs, strict=True):
             if isinstance(output, ImageRejected):
@@ -138,6 +155,7 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
                 logger.warning("classification %s refused by the worker's decode: %s", classification.id, output)
                 results[str(classification.id)] = f"The image could not be read: {output}"
             else:
-                results[str(classification.id)] = output
-    finished = classifications_finish_many(results=results, model_version=version)
+                results[str(classification.id)] = output.predictions
+                explained[str(classification.id)] = output
+    finished = classifications_finish_many(results=results, model_version=version, explained=explained)
     return {str(c.id): c for c in finished}

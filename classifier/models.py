@@ -133,5 +133,33 @@ class EvaluationReportImage(models.Model):
         return f"{self.report_id}/{self.name}"
 
 
+class Explanation(models.Model):
+    """What the worker computed beside a classification's prediction (classifier/explanations.py
+    writes and reads it): Grad-CAM maps of the top classes, the model's input, the members' answers,
+    and the "not sure" / out-of-distribution flags. A job of a bundle without ``explain`` has a row
+    with ``heatmaps`` empty; jobs from before this existed have none."""
+
+    classification = models.OneToOneField(
+        Classification, on_delete=models.CASCADE, primary_key=True, related_name="explanation"
+    )
+    layer = models.CharField(max_length=255, blank=True)  # the cam layer(s) the maps explain
+    # {"size": [h, w], "maps": {label: [h*w ints 0-255, row-major]}, "peak": {label: float}}; labels best first
+    heatmaps = models.JSONField(default=dict, blank=True)
+    model_input = models.BinaryField(blank=True)  # PNG of the H x W input the model saw
+    members = models.JSONField(default=list, blank=True)  # [{"arch", "label", "probability"}] per member
+    agree = models.PositiveSmallIntegerField(null=True)  # members whose top class is the ensemble's
+    uncertain = models.BooleanField(null=True)  # calibrated top probability under the bundle's threshold
+    uncertain_threshold = models.FloatField(null=True)
+    ood_score = models.FloatField(null=True)  # higher = less like the training images
+    ood = models.BooleanField(null=True)  # ood_score above the bundle's threshold
+    ood_threshold = models.FloatField(null=True)
+    superclass = models.CharField(max_length=64, blank=True)
+    num_classes = models.PositiveIntegerField(null=True)  # classes the bundle knows ("any of the 10 classes")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"explanation of {self.classification_id}"
+
+
 # The evaluation package's models live in classifier/evaluation/models.py (app label "classifier").
 from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction  # noqa: E402, F401

@@ -23,7 +23,12 @@ def classification_list(*, user, filters: dict[str, Any] | None = None) -> Query
     both aware datetimes.
     """
     filters = filters or {}
-    qs = Classification.objects.filter(owner=user).order_by("-created_at", "-id")
+    qs = (
+        Classification.objects.filter(owner=user)
+        .select_related("explanation")
+        .defer("explanation__model_input")
+        .order_by("-created_at", "-id")
+    )
     status = filters.get("status")
     if status:
         if status not in Classification.Status.values:

@@ -23,7 +23,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifier import selectors, services
+from classifier import explanations, selectors, services
 from classifier.demo import demo_classify, demo_throttle_wait
 from classifier.errors import ApplicationError
 from classifier.forms import (
@@ -278,6 +278,7 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
             "classifier:image" if classification.image_format in BROWSER_IMAGE_FORMATS else "classifier:thumbnail",
             kwargs={"id": classification.id},
         ),
+        "explanation": explanations.explanation_summary(classification, explanations.explanation_of(classification)),
     }
     return render(request, "classifier/result.html", context)
 

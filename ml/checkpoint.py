@@ -52,6 +52,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Build the checkpoint's model with its weights, in eval mode; returns (model, checkpoint)."""
     ckpt = read_checkpoint(path)
     model = build_model(ckpt["arch"], num_classes=len(ckpt["classes"]), **ckpt.get("model_options", {}))
-    model.load_state_dict(ckpt["state_dict"])
+    # member files beside a bundle (ml export --save-members) store half precision: compute in float32
+    model.load_state_dict({k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()})
     model.eval()
     return model, ckpt

@@ -3,6 +3,11 @@
 All models take normalised float images N x 3 x 32 x 32 and return logits N x num_classes.
 Build one with ``build_model(name, num_classes=..., **options)``; ``MODELS`` lists the names.
 
+Grad-CAM (ml/export.py's ``explain``): every model names in ``cam_layer`` the submodule whose
+output the heatmaps explain, and has a TorchScript-exportable ``cam_forward(x)`` returning
+``(that submodule's output, logits)`` -- TorchScript has no hooks, so the activation is returned
+explicitly; tests check it against Captum's ``LayerGradCam`` on that named layer.
+
 Ablation switches (for hypothesis tests on model components) are constructor options of the
 ResNets: ``norm=False`` (no batch norm), ``residual=False`` (no skip connections) and
 ``width`` (channel multiplier).
@@ -67,8 +72,16 @@ class PlainCNN(nn.Module):
             nn.Linear(256, num_classes),
         )
 
+    cam_layer = "features.2"  # the last feature block (4x4 at 32x32 input)
+    feature_layers = ("features.0", "features.1")  # first and middle stage (the admin's feature maps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    @torch.jit.export
+    def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        act = self.features(x)
+        return act, self.head(act)
 
 
 @register("plain_cnn")
@@ -127,11 +140,18 @@ class CifarResNet(nn.Module):
                 cin = cout
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
+        self.cam_layer = f"layers.{len(layers) - 1}"  # the last residual block (8x8 at 32x32 input)
+        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")  # first and middle stage
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.jit.export
+    def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        act = self.layers(self.stem(x))
+        return act, self.fc(torch.flatten(F.adaptive_avg_pool2d(act, 1), 1))
 
 
 for _depth in (20, 32, 44, 56, 110):
@@ -190,11 +210,18 @@ class PreActResNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.bn = _norm(cin, norm)
         self.fc = nn.Linear(cin, num_classes)
+        self.cam_layer = f"layers.{len(layers) - 1}"
+        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.layers(self.stem(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.jit.export
+    def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        act = self.layers(self.stem(x))  # the last residual block, before the final norm
+        return act, self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(act)), 1), 1))
 
 
 @register("preact_resnet18")
@@ -253,11 +280,18 @@ class WideResNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.bn = _norm(cin, norm)
         self.fc = nn.Linear(cin, num_classes)
+        self.cam_layer = f"layers.{len(layers) - 1}"
+        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.layers(self.stem(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.jit.export
+    def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        act = self.layers(self.stem(x))  # the last residual block, before the final norm
+        return act, self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(act)), 1), 1))
 
 
 @register("wrn16_4")
@@ -339,6 +373,7 @@ class FastNet(nn.Module):
     block whose output Grad-CAM explains (7x7 at 32x32 input)."""
 
     cam_layer = "blocks.1"
+    feature_layers = ("blocks.0", "blocks.1")
 
     def __init__(
         self,
@@ -371,6 +406,16 @@ class FastNet(nn.Module):
         x = self.blocks(F.gelu(self.whiten(x)))
         x = torch.flatten(self.pool(x), 1)
         return self.head(x) * self.scale
+
+    @torch.jit.export
+    def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.gelu(self.whiten(x))
+        act = x
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == 1:  # cam_layer = "blocks.1"
+                act = x
+        return act, self.head(torch.flatten(self.pool(x), 1)) * self.scale
 
 
 @register("fastnet")

@@ -231,3 +231,28 @@ def training_curves(runs: Sequence[tuple[str, str | Path]], path: str | Path) ->
     ax_acc.set_ylabel("%")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def score_histogram(
+    groups: dict[str, np.ndarray],
+    path: str | Path,
+    threshold: float | None = None,
+    xlabel: str = "score",
+    title: str = "",
+) -> Path:
+    """Overlaid histograms of a score for a few groups of images, with the decision threshold."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    values = [np.asarray(v, dtype=np.float64) for v in groups.values() if len(v)]
+    lo = min(v.min() for v in values) if values else 0.0
+    hi = max(v.max() for v in values) if values else 1.0
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
+    for label, v in groups.items():
+        if len(v):
+            ax.hist(np.asarray(v, dtype=np.float64), bins=bins, alpha=0.55, density=True, label=f"{label} ({len(v)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=9)
+    ax.set_title(title)
+    return _save(fig, path)

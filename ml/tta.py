@@ -28,13 +28,31 @@ class TestTimeAugment(nn.Module):
         if self.level == 0:
             return self.model(x)
         n = x.shape[0]
+        out = self.model(torch.cat([x, self._other_views(x)]))
+        logits = out.view(-1, n, out.shape[1])
+        return self._combine(logits[0], logits[1:])
+
+    @torch.jit.export
+    def with_first(self, x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` given ``first`` = the model's logits of ``x`` itself (Grad-CAM's explain
+        computes those with gradients and reuses them here, saving one forward pass)."""
+        if self.level == 0:
+            return first
+        others = self.model(self._other_views(x)).view(-1, x.shape[0], first.shape[1])
+        return self._combine(first, others)
+
+    def _other_views(self, x: torch.Tensor) -> torch.Tensor:
+        """The views besides ``x``: its mirror (level 1), and the two one-pixel diagonal
+        translations and their mirrors (level 2), stacked along the batch."""
         if self.level == 1:
-            logits = self.model(torch.cat([x, x.flip(3)]))
-            return 0.5 * (logits[:n] + logits[n:])
+            return x.flip(3)
         h, w = x.shape[2], x.shape[3]
         padded = F.pad(x, [1, 1, 1, 1], mode="reflect")
         up_left, down_right = padded[:, :, 0:h, 0:w], padded[:, :, 2 : h + 2, 2 : w + 2]
-        views = torch.cat([x, x.flip(3), up_left, up_left.flip(3), down_right, down_right.flip(3)])
-        logits = self.model(views).view(6, n, -1)
+        return torch.cat([x.flip(3), up_left, up_left.flip(3), down_right, down_right.flip(3)])
+
+    def _combine(self, first: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        if self.level == 1:
+            return 0.5 * (first + others[0])
         # level 2 = 1/2 mirror(x) + 1/4 mirror(up-left) + 1/4 mirror(down-right)
-        return 0.25 * (logits[0] + logits[1]) + 0.125 * (logits[2] + logits[3] + logits[4] + logits[5])
+        return 0.25 * (first + others[0]) + 0.125 * (others[1] + others[2] + others[3] + others[4])

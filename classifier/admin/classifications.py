@@ -72,6 +72,7 @@ class ClassificationAdmin(admin.ModelAdmin):
         "original_filename",
         "thumbnail",
         "predictions_table",
+        "explanation_panel",
         "predictions",
         "top_label",
         "top_probability",
@@ -89,6 +90,7 @@ class ClassificationAdmin(admin.ModelAdmin):
             "Prediction",
             {"fields": ("predictions_table", "top_label", "top_probability", "model_version", "attempts")},
         ),
+        ("Explanation", {"fields": ("explanation_panel",)}),
         ("Times", {"fields": ("created_at", "last_enqueued_at", "started_at", "finished_at")}),
         ("Storage", {"classes": ("collapse",), "fields": ("image", "thumbnail", "predictions")}),
     )
@@ -119,16 +121,29 @@ class ClassificationAdmin(admin.ModelAdmin):
         )
         return format_html("<table><tr><th>Label</th><th>Probability</th></tr>{}</table>", rows)
 
+    @admin.display(description="Explanation")
+    def explanation_panel(self, obj: Classification) -> str:
+        from classifier.admin.explanations import explanation_panel
+
+        return explanation_panel(obj)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Classification]:
         return super().get_queryset(request).select_related("owner")
 
     def get_urls(self):
+        from classifier.admin.explanations import feature_maps_view
+
         extra = [
             path(
                 "model-bundle/",
                 self.admin_site.admin_view(self.model_bundle_view),
                 name="classifier_classification_model_bundle",
-            )
+            ),
+            path(
+                "<uuid:id>/feature-maps/",
+                self.admin_site.admin_view(lambda request, id: feature_maps_view(self, request, id)),
+                name="classifier_classification_feature_maps",
+            ),
         ]
         return extra + super().get_urls()
 

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from unittest import mock
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -77,6 +78,8 @@ OPERATIONS = [
     "classifications_feedback_create",
     "classifications_feedback_destroy",
     "frames_classify",
+    "classifications_heatmap",
+    "classifications_model_input",
 ]
 PUBLIC_OPERATIONS = {"auth_token_create"}  # every other operation must answer 401 to anonymous callers
 
@@ -115,6 +118,18 @@ def owner() -> tuple[str, str, list[uuid.UUID]]:
     ]
     # Feedback on the done job, so that reading and withdrawing feedback have something to find.
     Feedback.objects.create(classification=jobs[2], user=user, correct=True, label=jobs[2].top_label)
+    from classifier.models import Explanation
+    from worker.runtime.pictures import model_input_png
+
+    Explanation.objects.create(  # the done job's explanation, so the heatmap and model-input PNGs answer 200
+        classification=jobs[2],
+        heatmaps={
+            "size": [2, 2],
+            "maps": {"cat": [0, 255, 128, 0], "dog": [255, 0, 0, 0]},
+            "peak": {"cat": 1, "dog": 1},
+        },
+        model_input=model_input_png(np.zeros((3, 32, 32), dtype=np.uint8)),
+    )
     token, _ = Token.objects.get_or_create(user=user)
     return user.username, token.key, [job.id for job in jobs]
 

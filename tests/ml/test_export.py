@@ -31,14 +31,16 @@ def trained_like(seed: int) -> torch.nn.Module:
 MEANS = [([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]), ([0.5, 0.5, 0.5], [0.2, 0.3, 0.25])]
 
 
-def eager(model: torch.nn.Module, images: torch.Tensor, mean, std, flip: bool) -> torch.Tensor:
+def eager(
+    model: torch.nn.Module, images: torch.Tensor, mean, std, flip: bool, temperature: float = 1.0
+) -> torch.Tensor:
     x = images.float() / 255.0
     x = (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
     with torch.no_grad():
-        p = torch.softmax(model(x), dim=1)
-        if flip:
-            p = 0.5 * (p + torch.softmax(model(x.flip(3)), dim=1))
-    return p
+        logits = model(x)
+        if flip:  # test-time augmentation averages the logits (ml.tta), then the softmax
+            logits = 0.5 * (logits + model(x.flip(3)))
+    return torch.softmax(logits / temperature, dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,8 @@ def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, ca
     from ml.evaluate import load_eval_data
 
     data, _ = load_eval_data(member_info(loaded[0][1], a)["data"], "val")
-    expected = sum(eager(m, torch.from_numpy(data.images), c["mean"], c["std"], flip=True) for m, c in loaded) / 2
+    t = manifest.calibration["temperature"]  # fitted on half the validation split, applied inside the module
+    expected = sum(eager(m, torch.from_numpy(data.images), c["mean"], c["std"], True, t) for m, c in loaded) / 2
     np.testing.assert_allclose(np.load(out / "report" / "predictions.npz")["probs"], expected.numpy(), atol=1e-5)
     # a second export to the same folder needs --overwrite
     with pytest.raises(SystemExit):
@@ -112,3 +115,77 @@ def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, ca
     assert "--overwrite" in capsys.readouterr().err
     export.main([a, "--out", str(out), "--overwrite", "--no-report"])
     assert read_manifest(out).metrics == {} and not (out / "report").exists()
+
+
+def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, tmp_path, capsys):
+    """--tta 2 --save-members: temperature, uncertain and OOD thresholds fitted on one half of the
+    validation split and reported on the other; members/ re-exports to the same probabilities."""
+    from ml import calibration, ood
+    from ml.checkpoint import read_checkpoint
+    from ml.evaluate import load_eval_data
+
+    a, b = (str(p) for p in tiny["ckpts"])
+    out = tmp_path / "bundles" / "tiny-cal"
+    export.main([a, b, "--out", str(out), "--version", "v1", "--tta", "2", "--save-members", "--ood-per-kind", "8"])
+    manifest = read_manifest(out)
+    assert manifest.extra["tta"] == 2
+    cal, unc, o = manifest.calibration, manifest.uncertain, manifest.ood
+    assert cal["fit_on"]["n"] == 12 and cal["reported_on"]["n"] == 8  # 5 per class: 3 fit, 2 report
+    assert 0.05 <= cal["temperature"] <= 20 and cal["temperature"] != 1.0
+    assert 0 <= unc["threshold"] <= 1 and 0 <= unc["share_flagged"] <= 1 and "below the threshold" in unc["meaning"]
+    assert 0 <= o["auroc"] <= 1 and set(o["generated_flagged_by_kind"]) == set(ood.KINDS)
+    assert manifest.explain["layers"] == ["layers.8", "layers.8"]  # ResNet-20's last residual block
+    for f in (
+        "calibration.md",
+        "calibration.json",
+        "reliability_calibrated.png",
+        "reliability_uncalibrated.png",
+        "ood_scores.png",
+    ):
+        assert (out / "report" / f).is_file(), f
+
+    # the numbers are recomputable from the module: temperature minimises NLL on the fit half, and the
+    # report-half ECE/NLL and threshold statistics are those of the module's own probabilities
+    bundle = load_bundle(out)
+    data, _ = load_eval_data(manifest.members[0]["data"], "val")
+    scores = bundle.module.scores(torch.from_numpy(data.images))
+    logits = scores["member_logits"].double().numpy()
+    fit, rep = calibration.half_split(data.labels, 0)
+    nll = lambda t, idx: calibration.metrics.nll(calibration.ensemble_probs(logits[:, idx], t), data.labels[idx])  # noqa: E731
+    t = cal["temperature"]
+    assert nll(t, fit) <= min(nll(t * 1.05, fit), nll(t / 1.05, fit), nll(1.0, fit)) + 1e-9
+    assert cal["after"]["nll"] == pytest.approx(nll(t, rep), abs=1e-6)
+    assert cal["before"]["nll"] == pytest.approx(nll(1.0, rep), abs=1e-6)
+    probs = bundle.predict(torch.from_numpy(data.images)).double().numpy()
+    np.testing.assert_allclose(probs, calibration.ensemble_probs(logits, t), atol=1e-5)
+    stats = calibration.selective(probs[rep], data.labels[rep], unc["threshold"])
+    assert stats["share_flagged"] == pytest.approx(unc["share_flagged"])
+    gen, _ = ood.generate(8, seed=1)
+    gen_scores = bundle.module.scores(torch.from_numpy(gen))["ood_score"].double().numpy()
+    assert o["generated_flagged"] == pytest.approx(float((gen_scores > o["threshold"]).mean()))
+    assert o["auroc"] == pytest.approx(ood.auroc(scores["ood_score"].double().numpy()[rep], gen_scores), abs=1e-6)
+
+    # members/: half precision, no optimiser; export accepts them back, same probabilities to ~1e-3
+    files = sorted((out / "members").glob("*.pt"))
+    assert [m["member_file"] for m in manifest.members] == [f"members/{f.name}" for f in files] and len(files) == 2
+    saved = read_checkpoint(files[0])
+    assert "optimizer" not in saved and saved["storage"] == "float16" and "metrics_csv" in saved
+    assert all(v.dtype == torch.float16 for v in saved["state_dict"].values() if v.is_floating_point())
+    again = tmp_path / "bundles" / "again"
+    export.main([*map(str, files), "--out", str(again), "--tta", "2", "--ood-per-kind", "8"])
+    re_probs = load_bundle(again).predict(torch.from_numpy(data.images)).numpy()
+    np.testing.assert_allclose(re_probs, probs, atol=1e-3)
+    assert read_manifest(again).calibration["temperature"] == pytest.approx(t, rel=1e-2)
+    assert (again / "report" / "training_curves.png").is_file()  # the curves travel inside the member files
+    # in place: re-exporting a bundle from its own members/ with --overwrite
+    export.main([*map(str, files), "--out", str(out), "--tta", "1", "--save-members", "--overwrite", "--no-report"])
+    assert read_manifest(out).extra["tta"] == 1 and len(list((out / "members").glob("*.pt"))) == 2
+
+
+def test_flip_tta_is_tta_1_and_conflicts_with_another_level(tiny, tmp_path, capsys):
+    a = str(tiny["ckpts"][0])
+    export.main([a, "--out", str(tmp_path / "f"), "--flip-tta", "--no-report"])
+    assert read_manifest(tmp_path / "f").extra == {**read_manifest(tmp_path / "f").extra, "tta": 1, "flip_tta": True}
+    with pytest.raises(SystemExit):
+        export.main([a, "--out", str(tmp_path / "g"), "--flip-tta", "--tta", "2", "--no-report"])
+    assert "--tta 1" in capsys.readouterr().err

@@ -29,6 +29,8 @@ HTML_ROUTES = [
 API_ROUTES = [
     ("api:classification-detail", "classification_id", ["GET", "DELETE"]),
     ("api:classification-feedback", "classification_id", ["GET", "POST", "DELETE"]),
+    ("api:classification-heatmap", "classification_id", ["GET"]),
+    ("api:classification-model-input", "classification_id", ["GET"]),
 ]
 
 

@@ -54,13 +54,20 @@ def collect(
 
 
 def predict_batch(
-    predictor, images: Sequence[bytes], *, top_k: int, max_pixels: int | None = None
-) -> list[Prediction | ImageRejected]:
+    predictor,
+    images: Sequence[bytes],
+    *,
+    top_k: int,
+    max_pixels: int | None = None,
+    run: Callable[[list, int], list] | None = None,
+) -> list:
     """One result per image, in order: its top-k predictions, or the `ImageRejected` that refused it.
 
     ``predictor`` is a `worker.runtime.predictor.Predictor` (anything with ``input_size`` and
-    ``predict(arrays, top_k)``). One forward pass for all the images that decoded.
+    ``predict(arrays, top_k)``). One forward pass for all the images that decoded: ``run(arrays,
+    top_k)`` (default ``predictor.predict``; the worker passes the explaining prediction).
     """
+    run = run or (lambda arrays, k: predictor.predict(arrays, top_k=k))
     results: list[Prediction | ImageRejected | None] = [None] * len(images)
     arrays, slots = [], []
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
@@ -71,6 +78,6 @@ def predict_batch(
         except ImageRejected as exc:
             results[i] = exc
     if arrays:
-        for i, prediction in zip(slots, predictor.predict(arrays, top_k=top_k), strict=True):
+        for i, prediction in zip(slots, run(arrays, top_k), strict=True):
             results[i] = prediction
     return results  # type: ignore[return-value]

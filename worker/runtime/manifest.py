@@ -40,6 +40,11 @@ class Manifest:
     module_file: str = DEFAULT_MODULE_FILE
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # Optional (absent in older bundles; the worker then skips what needs them):
+    explain: dict[str, Any] | None = None  # the module's explain method: layers, map_size, algorithm
+    calibration: dict[str, Any] | None = None  # temperature (applied inside the module), ECE/NLL before/after
+    uncertain: dict[str, Any] | None = None  # threshold on the top probability, and what it means
+    ood: dict[str, Any] | None = None  # threshold on the module's ood_score, AUROC, share flagged
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:

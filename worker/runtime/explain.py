@@ -1,0 +1,141 @@
+"""Explained predictions: the bundle's ``explain`` method (Grad-CAM), member agreement, "not sure" and OOD.
+
+    predictor = get_predictor(settings.MODEL_BUNDLE)
+    [result] = predict_explained(predictor, [decode_for_model(data)], top_k=5)
+    result.predictions        # [(label, probability), ...] best first, as Predictor.predict gives
+    result.heatmaps           # {label: h x w float32 Grad-CAM map} for those classes, or None
+    result.members, result.agree, result.uncertain, result.ood_score, result.ood, result.superclass
+
+A bundle written by today's ``ml export`` has ``explain(images, class_index, top_k)`` (one forward
+pass per member with gradients on the identity view, the other TTA views without, and one short
+backward per class down to the cam layer) and ``scores(images)``; the thresholds for
+``uncertain`` and ``ood`` come from its manifest. An older bundle has neither: the predictions
+are the same, and every explanation field is None ("no explanation available").
+
+TorchScript modules have no hooks, so Grad-CAM is computed inside the module; this file only
+calls it under ``torch.enable_grad()`` and turns the tensors into plain Python values
+(worker/runtime/pictures.py renders them, without torch, for the web side). Imports no Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from worker.runtime import predictor as predictor_module
+from worker.runtime.predictor import Prediction, Predictor
+
+
+@dataclass
+class ExplainedPrediction:
+    predictions: Prediction  # top-k (label, probability), best first
+    model_input: np.ndarray  # uint8 3 x H x W: what the model saw
+    heatmaps: dict[str, np.ndarray] | None = None  # label -> h x w float32 map (top-k classes, same order)
+    layer: str = ""  # the cam layer(s) the maps explain
+    members: list[dict] | None = None  # per member: arch, label, probability (its own top class)
+    agree: int | None = None  # members whose top class is the ensemble's
+    ood_score: float | None = None
+    ood: bool | None = None  # ood_score above the manifest's threshold
+    uncertain: bool | None = None  # top probability below the manifest's threshold
+    superclass: str | None = None
+    num_classes: int | None = None
+    thresholds: dict = field(default_factory=dict)  # {"uncertain": t, "ood": t} from the manifest
+
+
+def supports_explain(predictor: Predictor) -> bool:
+    """Whether the bundle's module has the exported ``explain`` method (loads the bundle)."""
+    return hasattr(predictor.load().module, "explain")
+
+
+def _threshold(entry: dict | None) -> float | None:
+    value = (entry or {}).get("threshold")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def predict_explained(predictor: Predictor, images: list[np.ndarray], top_k: int = 5) -> list[ExplainedPrediction]:
+    """Top-k predictions of ``images`` (uint8 3 x H x W each) with their explanations.
+
+    The probabilities are the module's ``forward`` ones (``explain`` returns the same values), so
+    the predictions equal ``predictor.predict(images, top_k)``."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    if not images:
+        return []
+    bundle = predictor.load()
+    module = bundle.module
+    manifest = bundle.manifest
+    has_explain, has_scores = hasattr(module, "explain"), hasattr(module, "scores")
+    if not (has_explain or has_scores):
+        return [
+            ExplainedPrediction(predictions=top, model_input=image, num_classes=len(manifest.classes))
+            for top, image in zip(predictor.predict(images, top_k=top_k), images, strict=True)
+        ]
+    batch = torch.from_numpy(np.stack(images))
+    if tuple(batch.shape[2:]) != predictor.input_size or batch.dtype != torch.uint8 or batch.shape[1] != 3:
+        raise ValueError(f"expected uint8 3 x {predictor.input_size} images, got {batch.dtype} {tuple(batch.shape)}")
+    if bundle.device.type == "cpu" and torch.get_num_threads() > 1:
+        predictor_module._ran_multithreaded = True  # the fork guard of predictor.py must know
+    k = min(top_k, len(manifest.classes))
+    outputs = []
+    for chunk in torch.split(batch, predictor.max_batch):
+        x = chunk.to(bundle.device)
+        if has_explain:
+            # Gradients on, and the JIT's optimising executor off: from the second call on it
+            # rewrites the graph into differentiable subgraphs whose intermediate activations
+            # autograd.grad can no longer reach ("appears to not have been used in the graph").
+            with torch.enable_grad(), torch.jit.optimized_execution(False):
+                out = module.explain(x, None, k)
+        else:
+            with torch.inference_mode():
+                out = module.scores(x)
+        outputs.append({key: value.detach().float().cpu() for key, value in out.items()})
+    merged = {
+        key: torch.cat([o[key] for o in outputs], dim=1 if key.startswith("member_") else 0) for key in outputs[0]
+    }
+    return _results(merged, images, manifest, k, has_explain)
+
+
+def _results(out: dict[str, torch.Tensor], images, manifest, k: int, has_explain: bool) -> list[ExplainedPrediction]:
+    classes = manifest.classes
+    probs = out["probs"]
+    values, indices = torch.topk(probs, k, dim=1)
+    member_top_p, member_top = out["member_probs"].max(dim=2)  # M x N
+    archs = [m.get("arch", "?") for m in manifest.members] or ["?"] * member_top.shape[0]
+    t_uncertain, t_ood = _threshold(manifest.uncertain), _threshold(manifest.ood)
+    layers = (manifest.explain or {}).get("layers") or []
+    layer = ", ".join(dict.fromkeys(layers))
+    results = []
+    for i, image in enumerate(images):
+        top = [(classes[j], float(p)) for p, j in zip(values[i].tolist(), indices[i].tolist(), strict=True)]
+        members = [
+            {
+                "arch": archs[m] if m < len(archs) else "?",
+                "label": classes[int(member_top[m, i])],
+                "probability": float(member_top_p[m, i]),
+            }
+            for m in range(member_top.shape[0])
+        ]
+        score = float(out["ood_score"][i])
+        heatmaps = None
+        if has_explain:
+            cls = out["class_index"][i].long().tolist()
+            heatmaps = {classes[c]: out["cam"][i, j].numpy().astype(np.float32) for j, c in enumerate(cls)}
+        results.append(
+            ExplainedPrediction(
+                predictions=top,
+                model_input=image,
+                heatmaps=heatmaps,
+                layer=layer,
+                members=members,
+                agree=sum(m["label"] == top[0][0] for m in members),
+                ood_score=score,
+                ood=None if t_ood is None else score > t_ood,
+                uncertain=None if t_uncertain is None else top[0][1] < t_uncertain,
+                superclass=(manifest.superclasses or {}).get(top[0][0]),
+                num_classes=len(classes),
+                thresholds={"uncertain": t_uncertain, "ood": t_ood},
+            )
+        )
+    return results
