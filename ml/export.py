@@ -645,6 +645,11 @@ def main(argv: list[str]) -> None:
     for note in ("TRAINING.md",):
         if (out / "report" / note).is_file():
             keep[note] = (out / "report" / note).read_text()
+    # ... and the study reports written beside it (python -m ml study), moved aside meanwhile
+    studies_aside = None
+    if (out / "report" / "studies").is_dir():
+        studies_aside = Path(tempfile.mkdtemp(prefix="studies-", dir=out.parent)) / "studies"
+        shutil.move(str(out / "report" / "studies"), studies_aside)
 
     temperature, fields, cal = 1.0, {}, None
     if not args.no_report:
@@ -694,6 +699,10 @@ def main(argv: list[str]) -> None:
         write_manifest(out, manifest)
     print(f"wrote {out}: {len(members)} member(s), {sum(m[1]['params'] for m in members) / 1e6:.2f} M parameters")
     if args.no_report:
+        if studies_aside is not None:
+            (out / "report").mkdir(exist_ok=True)
+            shutil.move(str(studies_aside), out / "report" / "studies")
+            studies_aside.parent.rmdir()
         return
 
     # the written bundle, through the loader the worker uses (checksum verified), must give the
@@ -730,6 +739,9 @@ def main(argv: list[str]) -> None:
         )
     for note, text in keep.items():
         (report_dir / note).write_text(text)
+    if studies_aside is not None:
+        shutil.move(str(studies_aside), report_dir / "studies")
+        studies_aside.parent.rmdir()
     # calibration report: on the report half only
     for key, fname, label in (
         ("before", "reliability_uncalibrated.png", "T = 1"),

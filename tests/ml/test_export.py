@@ -177,9 +177,17 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     np.testing.assert_allclose(re_probs, probs, atol=1e-3)
     assert read_manifest(again).calibration["temperature"] == pytest.approx(t, rel=1e-2)
     assert (again / "report" / "training_curves.png").is_file()  # the curves travel inside the member files
-    # in place: re-exporting a bundle from its own members/ with --overwrite
+    # in place: re-exporting a bundle from its own members/ with --overwrite; the study reports
+    # written beside its report (python -m ml study) survive, with and without a new report
+    study = out / "report" / "studies" / "ablation"
+    study.mkdir(parents=True)
+    (study / "report.md").write_text("# Study: ablation\n")
     export.main([*map(str, files), "--out", str(out), "--tta", "1", "--save-members", "--overwrite", "--no-report"])
     assert read_manifest(out).extra["tta"] == 1 and len(list((out / "members").glob("*.pt"))) == 2
+    assert (study / "report.md").read_text() == "# Study: ablation\n"
+    export.main([*map(str, files), "--out", str(out), "--tta", "1", "--overwrite", "--ood-per-kind", "8"])
+    assert (study / "report.md").read_text() == "# Study: ablation\n" and (out / "report" / "report.json").is_file()
+    assert not list(out.parent.glob("studies-*"))  # nothing left aside
 
 
 def test_flip_tta_is_tta_1_and_conflicts_with_another_level(tiny, tmp_path, capsys):
