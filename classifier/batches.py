@@ -106,10 +106,11 @@ def classifications_finish_many(
         "finished_at",
     ]
     Classification.objects.bulk_update(finished, fields)
+    explained = explained or {}
+    explanations.explanations_create_many(
+        pairs=[(c, explained[str(c.id)]) for c in finished if c.status == Status.DONE and str(c.id) in explained]
+    )
     for classification in finished:
-        result = (explained or {}).get(str(classification.id))
-        if classification.status == Status.DONE and result is not None:
-            explanations.explanation_create(classification=classification, result=result)
         services._notify(classification)
         if classification.status == Status.DONE:  # the challenger runs after the commit, off the user's path
             evaluation.challenger_schedule(classification_id=classification.id)

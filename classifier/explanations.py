@@ -88,11 +88,8 @@ def _quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
     return {"size": size, "maps": maps, "peak": peaks}
 
 
-@transaction.atomic
-def explanation_create(*, classification: Classification, result: ExplainedPrediction) -> Explanation:
-    """Store the explanation of a completed classification (replacing an older one)."""
-    Explanation.objects.filter(classification=classification).delete()
-    return Explanation.objects.create(
+def _explanation(classification: Classification, result: ExplainedPrediction) -> Explanation:
+    return Explanation(
         classification=classification,
         layer=result.layer[:255],
         heatmaps=_quantised(result.heatmaps),
@@ -107,6 +104,23 @@ def explanation_create(*, classification: Classification, result: ExplainedPredi
         superclass=(result.superclass or "")[:64],
         num_classes=result.num_classes,
     )
+
+
+@transaction.atomic
+def explanation_create(*, classification: Classification, result: ExplainedPrediction) -> Explanation:
+    """Store the explanation of a completed classification (replacing an older one)."""
+    [explanation] = explanations_create_many(pairs=[(classification, result)])
+    return explanation
+
+
+@transaction.atomic
+def explanations_create_many(*, pairs: list[tuple[Classification, ExplainedPrediction]]) -> list[Explanation]:
+    """Store the explanations of a batch of completed classifications (replacing older ones) with
+    one delete and one insert."""
+    if not pairs:
+        return []
+    Explanation.objects.filter(classification__in=[c for c, _ in pairs]).delete()
+    return Explanation.objects.bulk_create([_explanation(c, r) for c, r in pairs])
 
 
 # ----------------------------------------------------------------------------- reading

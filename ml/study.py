@@ -548,6 +548,10 @@ def ensembled_correct(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
     return probs.argmax(1) == labels, labels
 
 
+def _seedless(runs: list[Run]) -> bool:
+    return len(runs) == 1 and runs[0].seed is None
+
+
 def test_hypotheses(study: Study, runs: dict[str, list[Run]]) -> list[dict[str, Any]]:
     rows = []
     for h in study.hypotheses:
@@ -557,11 +561,29 @@ def test_hypotheses(study: Study, runs: dict[str, list[Run]]) -> list[dict[str, 
         by_seed_b = {r.seed: r.result()["accuracy"] for r in base}
         by_seed_c = {r.seed: r.result()["accuracy"] for r in cond}
         seeds = [s for s in by_seed_b if s in by_seed_c and s is not None]
-        cb, lb = ensembled_correct(base)
-        cc, lc = ensembled_correct(cond)
+        against = "the seed-ensembled predictions"
+        if _seedless(base) != _seedless(cond):
+            # One model (an ensemble) against a seeded condition: the seed-ensembled predictions of
+            # the seeds would be that very ensemble, so McNemar compares it with the best seed, and
+            # a one-sample t-test asks whether the seeds' accuracies reach the single model's.
+            from scipy import stats
+
+            many, one = (base, cond) if _seedless(cond) else (cond, base)
+            best = max(many, key=lambda r: r.result()["accuracy"])
+            against = f"the best seed ({best.seed})"
+            cb, lb = ensembled_correct([best] if many is base else base)
+            cc, lc = ensembled_correct([best] if many is cond else cond)
+            test = hypothesis_test([], [], cb, cc)
+            accs = [r.result()["accuracy"] for r in many]
+            if len(accs) >= 2 and np.std(accs) > 0:
+                test["t_p"] = float(stats.ttest_1samp(accs, one[0].result()["accuracy"]).pvalue)
+                test["n_seeds"] = len(accs)
+        else:
+            cb, lb = ensembled_correct(base)
+            cc, lc = ensembled_correct(cond)
+            test = hypothesis_test([by_seed_b[s] for s in seeds], [by_seed_c[s] for s in seeds], cb, cc)
         if not np.array_equal(lb, lc):
             raise ValueError(f"hypothesis {h['name']}: the two conditions were not evaluated on the same images")
-        test = hypothesis_test([by_seed_b[s] for s in seeds], [by_seed_c[s] for s in seeds], cb, cc)
         mb, sb = mean_std(list(by_seed_b.values()))
         mc, sc = mean_std(list(by_seed_c.values()))
         rows.append(
@@ -583,7 +605,9 @@ def test_hypotheses(study: Study, runs: dict[str, list[Run]]) -> list[dict[str, 
                 "mcnemar_p": test["mcnemar"]["p_value"],
                 "ensembled_baseline": float(cb.mean()),
                 "ensembled_condition": float(cc.mean()),
-                "meaning_reject": h.get("reject", ""),
+                "mcnemar_against": against,
+                # the meaning of a rejection may depend on the direction of the difference
+                "meaning_reject": h.get("reject_higher" if mc > mb else "reject_lower", "") or h.get("reject", ""),
                 "meaning_keep": h.get("keep", ""),
             }
         )
@@ -612,11 +636,12 @@ def _sentence(r: dict[str, Any]) -> str:
     else:
         head = f"Keep H0: the {abs(diff):.2f}-point difference could be chance (Holm-adjusted McNemar p = {_p(r['mcnemar_holm'])})"
         tail = r["meaning_keep"] or f"at this budget {r['condition']} cannot be told apart from {r['baseline']}"
-    seeds = (
-        f"; the paired t-test over {r['n_seeds']} seeds gives Holm p = {_p(r['t_holm'])}"
-        if r["t_p"] is not None
-        else ""
-    )
+    if r.get("mcnemar_against", "").startswith("the best seed"):
+        head += f" (McNemar against {r['mcnemar_against']} of the seeded condition)"
+        test = "the one-sample t-test of the"
+    else:
+        test = "the paired t-test over"
+    seeds = f"; {test} {r['n_seeds']} seeds gives Holm p = {_p(r['t_holm'])}" if r["t_p"] is not None else ""
     return f"{head}{seeds}: {tail}."
 
 

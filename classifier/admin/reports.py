@@ -190,7 +190,16 @@ class EvaluationReportAdmin(admin.ModelAdmin):
             # Markdown files are shown rendered (sanitised); logs, YAML and CSV stay plain text.
             for doc in details["documents"]:
                 markdown = doc["name"].endswith(".md")
-                doc["html"] = mark_safe(render_markdown(doc["text"], image_urls=figure_urls)) if markdown else None
+                urls = dict(figure_urls)
+                parts = doc["name"].split("/")
+                if len(parts) == 3 and parts[0] == "studies":  # studies/<study>/report.md: its own figures
+                    prefix = f"{parts[1]}_"
+                    urls |= {
+                        f"{f['name'].removeprefix(prefix)}.png": f["url"]
+                        for f in details["figures"]
+                        if f["name"].startswith(prefix)
+                    }
+                doc["html"] = mark_safe(render_markdown(doc["text"], image_urls=urls)) if markdown else None
             extra_context.update(
                 details=details,
                 manifest_json=json.dumps(report.manifest, indent=2, sort_keys=True, default=str),

@@ -97,7 +97,7 @@ def csv_lines(queryset: QuerySet[Classification], *, staff: bool = False) -> Ite
     """The header, then one CSV line per row, read from the cursor in chunks."""
     writer = csv.writer(_Echo())
     yield writer.writerow(STAFF_HEADER if staff else HEADER)
-    queryset = with_feedback(queryset)
+    queryset = with_feedback(queryset).select_related(None)  # the list's explanation join is not exported
     if staff:
         queryset = queryset.select_related("owner")
     fields = ("owner", *EXPORT_FIELDS) if staff else EXPORT_FIELDS

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import re
+
 import markdown
 import nh3
 
@@ -22,6 +24,7 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"align"}, "td": {"align"}}
 URL_SCHEMES = {"http", "https", "mailto"}
 EXTENSIONS = ["tables", "fenced_code", "sane_lists"]
+NO_SOURCE_IMG = re.compile(r"<img(?![^>]*\bsrc=)[^>]*>")
 
 
 def render_markdown(text: str, *, image_urls: Mapping[str, str] | None = None) -> str:
@@ -35,7 +38,7 @@ def render_markdown(text: str, *, image_urls: Mapping[str, str] | None = None) -
         return value
 
     html = markdown.markdown(text, extensions=EXTENSIONS, output_format="html")
-    return nh3.clean(
+    clean = nh3.clean(
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
@@ -43,3 +46,4 @@ def render_markdown(text: str, *, image_urls: Mapping[str, str] | None = None) -
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer",
     )
+    return NO_SOURCE_IMG.sub("", clean)  # an image whose source was removed shows nothing

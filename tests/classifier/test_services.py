@@ -209,7 +209,7 @@ def test_a_stored_image_the_worker_refuses_is_logged_with_the_job(tiny_bundle, m
     c.refresh_from_db()
     assert c.status == Status.FAILED
     assert [(r.name, r.levelname) for r in pil_records(caplog) if r.levelno > logging.WARNING] == []
-    [ours] = [r for r in caplog.records if r.name == "classifier.services"]
+    [ours] = [r for r in caplog.records if r.name == "classifier.batches"]  # the worker's (batch) path
     assert ours.levelno == logging.WARNING
     assert str(c.id) in ours.getMessage() and MSG_CORRUPT in ours.getMessage()
 
