@@ -9,9 +9,8 @@ becomes the staff-only figure URL); any other image source is removed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import re
+from collections.abc import Mapping
 
 import markdown
 import nh3
