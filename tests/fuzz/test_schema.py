@@ -153,6 +153,16 @@ def _strategy(operation, *, username: str = "", job_ids: list[uuid.UUID] | None 
     ):
         png = make_image_bytes("png", size=(37, 29))
         strategies.append(operation.as_strategy(GenerationMode.POSITIVE, body={"image": png}))
+    if job_ids and operation.method.upper() == "POST" and operation.path.endswith("/feedback/"):
+        # a valid answer on the done job (the third), so a success is checked against the schema too
+        strategies.append(
+            operation.as_strategy(
+                GenerationMode.POSITIVE,
+                path_parameters={"classification_id": str(job_ids[2])},
+                body={"correct": True},
+                media_type="application/json",
+            )
+        )
     if username and operation.path.endswith("/auth/token/"):
         credentials = {"username": username, "password": PASSWORD}
         strategies.append(
