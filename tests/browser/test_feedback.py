@@ -32,6 +32,8 @@ def test_feedback_box_appears_when_done_and_records_a_correction(
     picture.write_bytes(make_image_bytes("png", size=(64, 48), color=(20, 60, 160)))
     browser.find_element(By.ID, "id_images").send_keys(str(picture))
     browser.find_element(By.CSS_SELECTOR, ".upload-form button[type=submit]").click()
+    # upload.js sends the file to the API and gives it a card; its link opens the result page.
+    wait(browser).until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#file-list a.file-link"))).click()
     wait(browser).until(EC.url_matches(UUID_PATH.pattern))
     [job_id] = queue
     assert not browser.find_element(By.ID, "feedback").is_displayed()  # nothing to judge yet
