@@ -85,7 +85,15 @@ def _quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
         peak = float(v.max()) if v.size else 0.0
         maps[label] = (np.round(v / peak * 255) if peak > 0 else np.zeros_like(v)).astype(int).ravel().tolist()
         peaks[label] = peak
-    return {"size": size, "maps": maps, "peak": peaks}
+    # JSON objects lose their key order in PostgreSQL's jsonb: the best-first order is kept apart
+    return {"size": size, "labels": list(maps), "maps": maps, "peak": peaks}
+
+
+def heatmap_labels(heatmaps: dict[str, Any] | None) -> list[str]:
+    """The classes that have a stored map, best first (rows from before "labels" keep dict order)."""
+    heatmaps = heatmaps or {}
+    maps = heatmaps.get("maps") or {}
+    return [label for label in heatmaps.get("labels") or list(maps) if label in maps]
 
 
 def _explanation(classification: Classification, result: ExplainedPrediction) -> Explanation:
@@ -155,9 +163,9 @@ def explanation_summary(
 
     from urllib.parse import urlencode
 
-    maps = (explanation.heatmaps or {}).get("maps") or {}
     heatmaps = [
-        {"label": label, "url": url("api:classification-heatmap", "?" + urlencode({"class": label}))} for label in maps
+        {"label": label, "url": url("api:classification-heatmap", "?" + urlencode({"class": label}))}
+        for label in heatmap_labels(explanation.heatmaps)
     ]
     members = explanation.members or []
     return {
@@ -342,7 +350,7 @@ class HeatmapApi(_PngApi):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         maps = (explanation.heatmaps or {}).get("maps") or {}
-        label = params.validated_data.get("class") or next(iter(maps), None)
+        label = params.validated_data.get("class") or next(iter(heatmap_labels(explanation.heatmaps)), None)
         if label not in maps:
             raise NotFoundError("No heatmap for this class.", {"classes": list(maps)})
         h, w = explanation.heatmaps["size"]

@@ -39,7 +39,10 @@ def explanation_panel(obj: Classification) -> str:
     parts = []
     maps = (e.heatmaps or {}).get("maps") or {}
     if maps:
-        label, values = next(iter(maps.items()))
+        from classifier.explanations import heatmap_labels
+
+        label = heatmap_labels(e.heatmaps)[0]
+        values = maps[label]
         h, w = e.heatmaps["size"]
         heat = heatmap_png(np.asarray(values, dtype=np.float64).reshape(h, w) / 255.0, size=128)
         parts.append(format_html("Grad-CAM of {} ({}): {}", label, e.layer, _data_png(heat, 128)))

@@ -27,7 +27,10 @@ def frames_classified(browser) -> int:
 
 
 def top_labels(browser) -> list[str]:
-    return [el.text for el in browser.find_elements(By.CSS_SELECTOR, "#live-predictions .prediction-label")]
+    # read in one script: the list is redrawn with every frame (15/s), so element handles go stale
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#live-predictions .prediction-label'), e => e.textContent.trim());"
+    )
 
 
 def test_live_camera_classifies_frames_keeps_one_and_takes_a_paste(

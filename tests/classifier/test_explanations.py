@@ -56,7 +56,8 @@ def processed(**kwargs) -> Classification:
 def test_process_stores_heatmaps_of_the_top_five_and_the_model_input(tiny_bundle, media_root):
     c = processed()
     e = c.explanation
-    assert list(e.heatmaps["maps"]) == [p["label"] for p in c.predictions]  # top-5, best first
+    assert e.heatmaps["labels"] == [p["label"] for p in c.predictions]  # top-5, best first
+    assert set(e.heatmaps["maps"]) == set(e.heatmaps["labels"])
     assert e.heatmaps["size"] == [8, 8]  # ResNet-20's last residual block at 32x32
     for label, values in e.heatmaps["maps"].items():
         assert len(values) == 64 and all(0 <= v <= 255 for v in values)

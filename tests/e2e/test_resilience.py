@@ -276,23 +276,27 @@ def test_e_kill_9_in_the_middle_of_a_batch_loses_no_job(stack, workers):
     worker = workers(delay=8)
     ids = [job["id"] for job in jobs]
 
-    def all_running():
+    def batch_running():
+        # A batch in flight: at least two jobs running, started together (one pool process,
+        # concurrency 1). How many messages the first task finds waiting depends on the broker's
+        # prefetch, so the test does not insist on all six.
         bodies = [stack.get(i) for i in ids]
-        return bodies if all(b["status"] == "running" for b in bodies) else None
+        running = [b for b in bodies if b["status"] == "running"]
+        return running if len(running) >= 2 and len({b["started_at"] for b in running}) == 1 else None
 
     try:
-        bodies = wait_until(all_running, 60, "the whole batch to be running", 0.3)
+        running = wait_until(batch_running, 60, "a batch of at least two jobs to be running", 0.3)
     except TimeoutError as exc:
         raise AssertionError(f"{exc}: {[stack.get(i)['status'] for i in ids]}\n{worker.tail()}") from None
-    # One pool process, concurrency 1: six jobs running at once are one batch, started together.
-    assert len({b["started_at"] for b in bodies}) == 1
     worker.kill9()
-    assert [stack.get(i)["status"] for i in ids] == ["running"] * 6  # nobody finished them
+    killed = {b["id"] for b in running}
+    assert all(stack.get(i)["status"] == "running" for i in killed)  # nobody finished them
 
     restarted = workers(delay=0)
     done = [stack.wait_finished(i, 150, restarted) for i in ids]
     assert [b["status"] for b in done] == ["done"] * 6, done
-    assert all(len(b["predictions"]) == 5 and b["attempts"] >= 2 for b in done)
+    assert all(len(b["predictions"]) == 5 for b in done)
+    assert all(b["attempts"] >= 2 for b in done if b["id"] in killed)  # the killed batch ran again
     time.sleep(3)  # whatever is still delivered (sweeper copies, restored messages) changes nothing
     again = [stack.get(i) for i in ids]
     assert [(b["finished_at"], b["predictions"]) for b in again] == [(b["finished_at"], b["predictions"]) for b in done]
