@@ -18,7 +18,9 @@ nothing without it. This is a benchmark: it prints numbers and asserts nothing. 
 ``--bundle``, else ``bundles/default``; ``--random resnet20`` exports a random-init model of that
 architecture into a temporary folder instead (same compute as a trained one, so the timings hold
 before any training has finished; ``--tta 2 --members 3`` for the shape of the default bundle),
-and ``--tiny`` a ResNet-20 at width 0.25 for a quick try.
+and ``--tiny`` a ResNet-20 at width 0.25 for a quick try. ``--precisions fp32,auto`` (the default)
+measures the module in float32 and then in the runtime's default precision (bf16 on CPUs with bf16
+in hardware, for bundles that list it), and prints the second against the first.
 
 ``--explain`` is a mode of its own: per-image time end to end with explanations (the bundle's
 ``explain``: Grad-CAM of the top-5, members, OOD score, plus the PNG of the model's input the job
@@ -231,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tta", type=int, default=0, choices=(0, 1, 2), help="TTA level of a --random/--tiny bundle")
     parser.add_argument("--members", type=int, default=1, help="members of a --random/--tiny bundle")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,auto",
+        help="comma-separated runtime precisions (auto | bf16 | fp32, worker.runtime.precision) measured one after "
+        "the other in this run; the first is the baseline of the comparison (default fp32,auto)",
+    )
     args = parser.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory()
@@ -244,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no model bundle at {bundle_dir}; pass --bundle <dir> or --tiny")
 
     threads = configure_threads()
-    predictor = Predictor(bundle_dir, device="cpu", max_batch=max(args.batches))
-    module = predictor.load().module
-    height, width = predictor.input_size
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    predictors = {p: Predictor(bundle_dir, device="cpu", max_batch=max(args.batches), precision=p) for p in precisions}
+    first = predictors[precisions[0]]
+    height, width = first.input_size
 
     print("== hardware")
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -254,15 +263,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {affinity} usable")
     print(f"load average (1, 5, 15 min) at start: {load}  (other work on the machine slows every number below)")
     print(f"python {platform.python_version()}, torch {torch.__version__}, intra-op threads {threads}")
-    print(
-        f"bundle: {bundle_dir} (version {predictor.version}, {len(predictor.classes)} classes, input {height}x{width})"
-    )
+    print(f"bundle: {bundle_dir} (version {first.version}, {len(first.classes)} classes, input {height}x{width})")
 
     if args.explain:
-        explanations(predictor, args.runs, args.warmup)
+        for p, predictor in predictors.items():
+            print(f"\n== precision {p} -> {predictor.load().precision}")
+            explanations(predictor, args.runs, args.warmup)
         tmp.cleanup()
         return 0
 
+    summary = {p: measure(predictor, args) for p, predictor in predictors.items()}
+    if len(summary) > 1:
+        ref = precisions[0]
+        print(f"\n== precisions against {ref} ({summary[ref]['precision']}), same run")
+        for p, row in summary.items():
+            print(
+                f"{p:>5} ({row['precision']}): one CIFAR image median {ms(row['one'])}"
+                f" = {summary[ref]['one'] / row['one']:4.2f}x faster; batch {row['batch']}:"
+                f" {row['rate']:8.1f} images/s = {row['rate'] / summary[ref]['rate']:4.2f}x"
+            )
+    if not args.no_worst_case:
+        worst_case_uploads()
+    tmp.cleanup()
+    return 0
+
+
+def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]:
+    """Latency of one image and batched throughput for one predictor (one precision)."""
+    module = predictor.load().module
+    height, width = predictor.input_size
+    print(f"\n######## precision {predictor.precision or 'auto'}: the module runs in {predictor.load().precision}")
     # --------------------------------------------------------------------- latency, one image
     print(f"\n== latency of one image, {args.runs} runs after {args.warmup} warm-up")
     one = torch.from_numpy(decode_for_model(cifar_jpegs(1)[0], (height, width)))[None]
@@ -275,12 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         "photo 640x480 JPEG": photo_jpeg(640, 480, seed=1),
         "photo 4000x3000 JPEG": photo_jpeg(4000, 3000, seed=2),
     }
+    one_cifar = base
     for name, data in inputs.items():
         decode = timed(lambda data=data: decode_for_model(data, (height, width)), args.runs, args.warmup)
         end_to_end = timed(
             lambda data=data: predictor.predict([decode_for_model(data, (height, width))]), args.runs, args.warmup
         )
         med = statistics.median(end_to_end)
+        one_cifar = med if name.startswith("CIFAR") else one_cifar
         print(
             f"{'end to end: ' + name + f' ({len(data) // 1024} KiB)':44s} median {ms(med)}  p95 {ms(p95(end_to_end))}"
             f"  = {med / base:5.1f}x baseline; decode alone median {ms(statistics.median(decode))}"
@@ -295,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     singles = timed(lambda: [predictor.predict([a]) for a in sample], max(1, args.batch_repeats), 1)
     single_rate = len(sample) / statistics.median(singles)
     print(f"{'baseline: predict one at a time (pre-decoded)':52s} {single_rate:9.1f} images/s (median)")
+    rate = 0.0
     for batch in args.batches:
         jp, ar = jpegs[:batch], arrays[:batch]
         predict_only = timed(lambda ar=ar: predictor.predict(ar), args.batch_repeats, 1)
@@ -307,10 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         ):
             best, med = batch / min(times), batch / statistics.median(times)
             print(f"{label:52s} {med:9.1f} images/s (median), best {best:9.1f}  = {med / single_rate:5.1f}x baseline")
-    if not args.no_worst_case:
-        worst_case_uploads()
-    tmp.cleanup()
-    return 0
+        rate = batch / statistics.median(full) if batch == args.batches[0] else rate
+    return {"precision": predictor.load().precision, "one": one_cifar, "batch": args.batches[0], "rate": rate}
 
 
 if __name__ == "__main__":

@@ -203,7 +203,10 @@ def main(argv: list[str]) -> None:
         elif _is_predictions(args.a) or _is_predictions(args.b):
             raise ValueError("give two prediction files, or two models (checkpoints or bundles), not one of each")
         else:
-            predictors = [load_predictor(args.a, args.device), load_predictor(args.b, args.device)]
+            predictors = [
+                load_predictor(args.a, args.device, args.precision),
+                load_predictor(args.b, args.device, args.precision),
+            ]
             check_classes(predictors[1].classes, predictors[0].classes, args.b)
             dataset, data_desc = data_from_args(predictors[0].data_spec, args)
             check_classes(predictors[0].classes, dataset.classes, args.a)

@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
     if len(args.models) < 2:
         parser.error("give at least two models to ensemble")
     try:
-        predictors = [load_predictor(p, args.device) for p in args.models]
+        predictors = [load_predictor(p, args.device, args.precision) for p in args.models]
         for p in predictors[1:]:
             check_classes(p.classes, predictors[0].classes, p.path)
         dataset, data_desc = data_from_args(predictors[0].data_spec, args)

@@ -160,10 +160,10 @@ def _checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
     )
 
 
-def _bundle_predictor(path: Path, device: torch.device) -> Predictor:
+def _bundle_predictor(path: Path, device: torch.device, precision: str = "fp32") -> Predictor:
     from worker.runtime.bundle import load_bundle
 
-    bundle = load_bundle(path, device=device)
+    bundle = load_bundle(path, device=device, precision=precision)
     manifest = bundle.manifest
     spec = manifest.extra.get("data") or next((m["data"] for m in manifest.members if m.get("data")), None) or {}
     curves = []
@@ -184,19 +184,21 @@ def _bundle_predictor(path: Path, device: torch.device) -> Predictor:
             "members": [{k: v for k, v in m.items() if k not in ("mean", "std")} for m in manifest.members],
             "params": sum(int(m.get("params") or 0) for m in manifest.members) or None,
             "flip_tta": bool(manifest.extra.get("flip_tta")),
+            "precision": bundle.precision,
         },
         metrics_csvs=curves,
         builtin_flip_tta=bool(manifest.extra.get("flip_tta")),
     )
 
 
-def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+def load_predictor(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Predictor:
     """A checkpoint file (``ml.train``'s ``best.pt``/``checkpoint.pt``) or a bundle folder, on ``device``
-    (``auto``: CUDA when available). Probabilities always come back on the CPU."""
+    (``auto``: CUDA when available). Probabilities always come back on the CPU. A bundle runs in
+    ``precision`` (fp32 by default, the reference; auto | bf16 as `worker.runtime.precision`)."""
     path = Path(path)
     device = resolve_device(device) if isinstance(device, str) else device
     if path.is_dir():
-        return _bundle_predictor(path, device)
+        return _bundle_predictor(path, device, precision)
     if path.is_file():
         return _checkpoint_predictor(path, device)
     raise FileNotFoundError(f"{path} is neither a checkpoint file nor a model bundle folder")
@@ -441,6 +443,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, tta: bool = True) -> Non
     g.add_argument("--split-seed", type=int, help="seed of the stratified split (default: as in training)")
     g.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ... (default auto)")
+    g.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "auto"),
+        help="a bundle's inference precision (default fp32; auto = what the worker runs: bf16 on CPUs with bf16 in "
+        "hardware)",
+    )
     if tta:
         g.add_argument("--tta", action="store_true", help="average each image's prediction with its mirror image")
 
@@ -473,7 +482,7 @@ def main(argv: list[str]) -> None:
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        predictor = load_predictor(args.model, args.device)
+        predictor = load_predictor(args.model, args.device, args.precision)
         dataset, data_desc = data_from_args(predictor.data_spec, args)
         check_classes(predictor.classes, dataset.classes, args.model)
     except (FileNotFoundError, ValueError) as exc:

@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,7 +72,10 @@ class Member(nn.Module):
         self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) / self.std
+        """uint8 -> normalised, in the weights' dtype (float32, or bfloat16 once the runtime has
+        converted the module: `worker.runtime.precision`), channels_last for oneDNN."""
+        x = (images.float() - self.mean.float()) / self.std.float()
+        return x.to(self.mean.dtype).contiguous(memory_format=torch.channels_last)
 
     @torch.jit.export
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -79,7 +83,7 @@ class Member(nn.Module):
         return self.tta(self.normalise(images)).float()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(images) / self.temperature, dim=1)
+        return torch.softmax(self.logits(images) / self.temperature.float(), dim=1)
 
     @torch.jit.export
     def cam_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,7 +128,7 @@ class Ensemble(nn.Module):
         for member in self.members:
             z = member.logits(images)
             logits.append(z)
-            probs.append(torch.softmax(z / member.temperature, dim=1))
+            probs.append(torch.softmax(z / member.temperature.float(), dim=1))
         stacked_logits = torch.stack(logits)
         member_probs = torch.stack(probs)
         return {
@@ -162,7 +166,7 @@ class Ensemble(nn.Module):
             acts.append(act)
             firsts.append(first)
             logits.append(averaged)
-            probs.append(torch.softmax(averaged / member.temperature, dim=1))
+            probs.append(torch.softmax(averaged / member.temperature.float(), dim=1))
         stacked_logits = torch.stack(logits)
         member_probs = torch.stack(probs)
         ensemble_probs = member_probs.mean(0)
@@ -190,7 +194,7 @@ class Ensemble(nn.Module):
             "member_logits": stacked_logits.detach(),
             "ood_score": -torch.logsumexp(stacked_logits, dim=2).mean(0).detach(),
             "class_index": cls,
-            "cam": total / len(acts),
+            "cam": total.float() / len(acts),
         }
 
 
@@ -279,12 +283,26 @@ def export_bundle(
         command=command or " ".join(shlex.quote(a) for a in ["python", "-m", "ml", *sys.argv[1:]]),
         extra={**(extra or {}), "flip_tta": level >= 1, "tta": level},
         explain=explain,
+        precisions=module_precisions(module_path, input_size),
         **(manifest_fields or {}),
     )
     write_manifest(out_dir, manifest)
     if report_dir is not None:
         shutil.copytree(report_dir, out_dir / "report")
     return manifest
+
+
+def module_precisions(module_path: Path, input_size: tuple[int, int]) -> list[str]:
+    """The precisions the saved module runs in: fp32, and bf16 when a copy converted to bfloat16
+    (as `worker.runtime.bundle.load_bundle` converts it) returns finite float32 probabilities."""
+    copy = torch.jit.load(str(module_path)).eval()
+    copy.to(torch.bfloat16)
+    try:
+        with torch.inference_mode():
+            probs = copy(torch.zeros(2, 3, *input_size, dtype=torch.uint8))
+    except RuntimeError:
+        return ["fp32"]
+    return ["fp32", "bf16"] if probs.dtype == torch.float32 and bool(torch.isfinite(probs).all()) else ["fp32"]
 
 
 def build_ensemble(
@@ -369,8 +387,6 @@ def ensemble_scores(ensemble: Ensemble, images: Any, batch_size: int = 500) -> d
         out = ensemble.scores(images[i : i + batch_size])
         logits.append(out["member_logits"].double().numpy())
         ood.append(out["ood_score"].double().numpy())
-    import numpy as np
-
     return {"member_logits": np.concatenate(logits, axis=1), "ood_score": np.concatenate(ood)}
 
 
@@ -387,8 +403,6 @@ def calibrate(
 ) -> dict[str, Any]:
     """Fit the temperature and choose both thresholds on one seeded half of the validation images
     (the fit half), and measure everything on the other (the report half)."""
-    import numpy as np
-
     from ml import calibration as cal
     from ml import metrics, ood
 
@@ -446,6 +460,27 @@ def calibrate(
         "ood_generated": ood_generated,
     }
     return result
+
+
+def compare_precisions(
+    out: Path, fp32_probs: np.ndarray, dataset: Any, device: str, batch_size: int, precisions: list[str] | None
+) -> dict[str, dict[str, float]]:
+    """The written bundle's accuracy and ECE on the whole validation split in each precision it
+    runs in (bf16 as the worker runs it on CPUs with bf16 in hardware), and how far bf16 is from
+    the fp32 probabilities the calibration was fitted on."""
+    from ml.evaluate import load_predictor
+    from ml.metrics import accuracy, calibration
+
+    rows = {}
+    for p in precisions or ["fp32"]:
+        probs = fp32_probs if p == "fp32" else load_predictor(out, device, p).predict(dataset.images, batch_size)
+        rows[p] = {
+            "accuracy": accuracy(probs, dataset.labels),
+            "ece": float(calibration(probs, dataset.labels)["ece"]),
+            "same_top1": float((probs.argmax(1) == fp32_probs.argmax(1)).mean()),
+            "max_prob_diff": float(np.abs(probs - fp32_probs).max()),
+        }
+    return rows
 
 
 def _pct(x: float | None) -> str:
@@ -547,8 +582,6 @@ def _summary(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> None:
-    import numpy as np
-
     from ml import ood, plots
     from ml.evaluate import (
         add_data_arguments,
@@ -714,6 +747,7 @@ def main(argv: list[str]) -> None:
     if gap > 1e-4:
         raise SystemExit(f"the written module's probabilities differ from the calibrated ones by {gap:.2e}")
     probs = cal["probs"]
+    precision_rows = compare_precisions(out, probs, dataset, args.device, args.batch_size, manifest.precisions)
     result = evaluate_probs(probs, dataset.labels, classes)
     report_dir = out / "report"
     with tempfile.TemporaryDirectory() as tmp:
@@ -765,9 +799,15 @@ def main(argv: list[str]) -> None:
     )
     (report_dir / "calibration.md").write_text(calibration_markdown(cal, describe_split(data_desc)))
     (report_dir / "calibration.json").write_text(json.dumps(fields, indent=2) + "\n")
-    manifest.metrics = bundle_metrics(result, data_desc)
+    manifest.metrics = {**bundle_metrics(result, data_desc), "precisions": precision_rows}
     write_manifest(out, manifest)
+    (report_dir / "precision.json").write_text(json.dumps(precision_rows, indent=2) + "\n")
     print(summary_line(result))
+    for p, row in precision_rows.items():
+        print(
+            f"{p}: accuracy {_pct(row['accuracy'])}, ECE {_pct(row['ece'])}, top-1 as fp32 on {_pct(row['same_top1'])}, "
+            f"largest probability difference {row['max_prob_diff']:.4f}"
+        )
     b, a = fields["calibration"]["before"], fields["calibration"]["after"]
     print(
         f"temperature {temperature:.4f}: ECE {100 * b['ece']:.2f}% -> {100 * a['ece']:.2f}%, NLL {b['nll']:.4f} -> {a['nll']:.4f} (report half)"

@@ -11,41 +11,18 @@ Measured (this project's 2-core dev CPU, torch 2.13, channels_last): the fast ne
 from __future__ import annotations
 
 import contextlib
-import functools
-from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    """True when this CPU advertises native bf16 (avx512_bf16 / amx_bf16) and oneDNN runs it."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
-        return False
-    try:
-        a = torch.ones(8, 8, dtype=torch.bfloat16)
-        return bool((a @ a).float().eq(8).all())
-    except RuntimeError:
-        return False
+# one rule for training and serving (the inference runtime imports nothing from ml)
+from worker.runtime import precision as runtime_precision
+from worker.runtime.precision import PRECISIONS, cpu_supports_bf16  # noqa: F401
 
 
 def resolve(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+    dtype = runtime_precision.resolve(precision, device)
+    return None if dtype == torch.float32 else dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -28,7 +28,7 @@ class TestTimeAugment(nn.Module):
         if self.level == 0:
             return self.model(x)
         n = x.shape[0]
-        out = self.model(torch.cat([x, self._other_views(x)]))
+        out = self.model(torch.cat([x, self._other_views(x)])).float()  # averaged in fp32 (bf16 models too)
         logits = out.view(-1, n, out.shape[1])
         return self._combine(logits[0], logits[1:])
 
@@ -38,8 +38,8 @@ class TestTimeAugment(nn.Module):
         computes those with gradients and reuses them here, saving one forward pass)."""
         if self.level == 0:
             return first
-        others = self.model(self._other_views(x)).view(-1, x.shape[0], first.shape[1])
-        return self._combine(first, others)
+        others = self.model(self._other_views(x)).float().view(-1, x.shape[0], first.shape[1])
+        return self._combine(first.float(), others)
 
     def _other_views(self, x: torch.Tensor) -> torch.Tensor:
         """The views besides ``x``: its mirror (level 1), and the two one-pixel diagonal

@@ -80,7 +80,7 @@ def test_explain_equals_captum_layer_gradcam(tmp_path, images, arch, options, tt
         tta=tta,
         temperature=1.7,
     )
-    bundle = load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b", precision="fp32")
     assert bundle.manifest.explain["layers"] == [model.cam_layer]
     classes = torch.tensor([[0, 3], [1, 2], [4, 4], [2, 0]])
     with torch.enable_grad():
@@ -103,7 +103,7 @@ def test_ensemble_map_is_the_mean_of_member_maps_and_top_k_by_default(tmp_path, 
         version="t-1",
         tta=1,
     )
-    bundle = load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b", precision="fp32")
     with torch.enable_grad():
         out = bundle.module.explain(images, None, 3)
     probs = bundle.predict(images)
@@ -128,7 +128,7 @@ def test_members_with_different_map_sizes_are_resized_to_the_input(tmp_path, ima
     )
     assert manifest.explain["map_size"] == [32, 32]
     with torch.enable_grad():
-        out = load_bundle(tmp_path / "b").module.explain(images, None, 2)
+        out = load_bundle(tmp_path / "b", precision="fp32").module.explain(images, None, 2)
     assert out["cam"].shape == (len(images), 2, 32, 32)
     x, targets = normalise(images), out["class_index"][:, 0].tolist()
     up = [
@@ -146,7 +146,7 @@ def test_explain_refuses_to_run_without_gradients(tmp_path, images):
         name="t",
         version="t-1",
     )
-    module = load_bundle(tmp_path / "b").module
+    module = load_bundle(tmp_path / "b", precision="fp32").module
     with torch.no_grad(), pytest.raises(torch.jit.Error, match="needs gradients"):
         module.explain(images, None, 5)
 
@@ -163,7 +163,7 @@ def test_module_is_tta_averaged_logits_over_temperature(tmp_path, images, tta):
         tta=tta,
         temperature=2.5,
     )
-    bundle = load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b", precision="fp32")
     x = normalise(images)
     with torch.no_grad():
         expected = sum(torch.softmax(ml_tta.TestTimeAugment(m, tta)(x) / 2.5, dim=1) for m in models) / 2

@@ -54,7 +54,7 @@ def test_exported_module_equals_eager_softmax(tmp_path, images, flip_tta, n_memb
     models = [trained_like(seed) for seed in range(n_members)]
     members = [(m, {"arch": "resnet20", "mean": MEANS[i][0], "std": MEANS[i][1]}) for i, m in enumerate(models)]
     export.export_bundle(members, tmp_path / "b", classes=CLASSES, name="t", version="t-1", flip_tta=flip_tta)
-    bundle = load_bundle(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b", precision="fp32")
     expected = sum(eager(m, images, *MEANS[i], flip=flip_tta) for i, m in enumerate(models)) / n_members
     got = bundle.predict(images)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
@@ -80,7 +80,7 @@ def test_tampered_module_is_refused(tmp_path):
     data[len(data) // 2] ^= 0xFF
     module.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="checksum mismatch"):
-        load_bundle(tmp_path / "b")
+        load_bundle(tmp_path / "b", precision="fp32")
 
 
 def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
 
     # the numbers are recomputable from the module: temperature minimises NLL on the fit half, and the
     # report-half ECE/NLL and threshold statistics are those of the module's own probabilities
-    bundle = load_bundle(out)
+    bundle = load_bundle(out, precision="fp32")
     data, _ = load_eval_data(manifest.members[0]["data"], "val")
     scores = bundle.module.scores(torch.from_numpy(data.images))
     logits = scores["member_logits"].double().numpy()
@@ -173,7 +173,7 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert all(v.dtype == torch.float16 for v in saved["state_dict"].values() if v.is_floating_point())
     again = tmp_path / "bundles" / "again"
     export.main([*map(str, files), "--out", str(again), "--tta", "2", "--ood-per-kind", "8"])
-    re_probs = load_bundle(again).predict(torch.from_numpy(data.images)).numpy()
+    re_probs = load_bundle(again, precision="fp32").predict(torch.from_numpy(data.images)).numpy()
     np.testing.assert_allclose(re_probs, probs, atol=1e-3)
     assert read_manifest(again).calibration["temperature"] == pytest.approx(t, rel=1e-2)
     assert (again / "report" / "training_curves.png").is_file()  # the curves travel inside the member files

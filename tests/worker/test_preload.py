@@ -28,9 +28,9 @@ def bundle_loads(monkeypatch) -> list[str]:
     loads: list[str] = []
     real = predictor_module.load_bundle
 
-    def counting(bundle_dir, device):
+    def counting(bundle_dir, device, precision="auto"):
         loads.append(str(bundle_dir))
-        return real(bundle_dir, device)
+        return real(bundle_dir, device, precision)
 
     monkeypatch.setattr(predictor_module, "load_bundle", counting)
     return loads

@@ -12,6 +12,9 @@ The TorchScript module takes a ``uint8`` tensor of shape ``N x 3 x H x W`` (RGB,
 Normalisation, the ensemble average and any test-time augmentation happen inside the module, so
 the worker only decodes and resizes images.
 
+``load_bundle(..., precision="auto")`` runs the module in bf16 where the hardware does bf16 and the
+manifest lists it among ``precisions`` (`worker.runtime.precision`); fp32 otherwise.
+
 The manifest's ``sha256`` is the SHA-256 of the module file; `load_bundle` refuses a bundle whose
 module does not match it. This module imports no Django, so `ml/`, benchmarks and tests use it too.
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from worker.runtime import precision as prec
 
 # Re-exported: the manifest lives in a torch-free module so the web app can read it.
 from worker.runtime.manifest import (  # noqa: F401
@@ -42,6 +47,11 @@ class LoadedBundle:
     manifest: Manifest
     module: torch.jit.ScriptModule
     device: torch.device
+    dtype: torch.dtype = torch.float32  # what the module's weights were converted to
+
+    @property
+    def precision(self) -> str:
+        return prec.name(self.dtype)
 
     @property
     def classes(self) -> list[str]:
@@ -55,8 +65,13 @@ class LoadedBundle:
         return self.module(images.to(self.device)).float().cpu()
 
 
-def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu") -> LoadedBundle:
-    """Read the manifest, check the module's checksum, and load the TorchScript module."""
+def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> LoadedBundle:
+    """Read the manifest, check the module's checksum, and load the TorchScript module.
+
+    ``precision`` (auto | bf16 | fp32, `worker.runtime.precision`): a bundle whose manifest lists
+    bf16 among its ``precisions`` runs in bf16 when that resolves to bf16 on ``device``; any other
+    bundle runs in fp32 (asking such a bundle for bf16 explicitly is an error)."""
+    prec.check(precision)
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise BundleError(f"model bundle {bundle_dir} does not exist or is not a folder")
@@ -73,4 +88,15 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu") -> L
     except RuntimeError as exc:
         raise BundleError(f"cannot load the TorchScript module {module_path}: {exc}") from exc
     module.eval()
-    return LoadedBundle(path=bundle_dir, manifest=manifest, module=module, device=device)
+    supported = manifest.precisions or ["fp32"]
+    dtype = prec.resolve(precision, device)
+    if prec.name(dtype) not in supported:
+        if precision != "auto":
+            raise BundleError(
+                f"model bundle {bundle_dir} runs in {', '.join(supported)} only, not {precision}: "
+                "re-export it with this version of `python -m ml export`, or ask for precision fp32"
+            )
+        dtype = torch.float32
+    if dtype != torch.float32:
+        module.to(dtype)
+    return LoadedBundle(path=bundle_dir, manifest=manifest, module=module, device=device, dtype=dtype)

@@ -9,6 +9,8 @@ Celery parent process that imports this module and then forks its pool stays CUD
 fork, the child forgets every predictor it inherited (`os.register_at_fork`) and loads its own.
 A parent should never predict before forking: on Linux torch's CPU thread pool (GNU OpenMP)
 hangs in a child of a process that used it, so such a child is pinned to one thread and warned.
+``WORKER_PRECISION`` (auto | bf16 | fp32, `worker.runtime.precision`) picks the dtype the module
+runs in; auto (the default) is bf16 on CPUs with bf16 in hardware, for bundles that support it.
 ``WORKER_TORCH_THREADS`` (environment) sets torch's intra-op thread count in the process that
 loads a model; unset, torch's default (one per core) is kept. With a prefork pool of N processes
 on C cores set it to C // N: oversubscribed OpenMP threads spin against each other. Measured with
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worker.runtime import precision as prec
 from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bundle, read_manifest
 
 DEFAULT_MAX_BATCH = 256
@@ -65,9 +68,18 @@ def configure_threads() -> int:
 class Predictor:
     """One model bundle, loaded on first use, predicting top-k labels for decoded images."""
 
-    def __init__(self, bundle_dir: str | Path, device: str | None = None, *, max_batch: int = DEFAULT_MAX_BATCH):
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        device: str | None = None,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        precision: str | None = None,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
+        # None: WORKER_PRECISION from the environment when the module loads, else auto
+        self.precision = None if precision is None else prec.check(precision)
         self.bundle_dir = Path(bundle_dir)
         self.max_batch = max_batch
         self._requested_device = device
@@ -132,7 +144,7 @@ class Predictor:
                             stacklevel=2,
                         )
                     configure_threads()
-                    bundle = load_bundle(self.bundle_dir, self.device)
+                    bundle = load_bundle(self.bundle_dir, self.device, self.precision or prec.from_env())
                     self._manifest = bundle.manifest
                     self._bundle = bundle
         return self._bundle
