@@ -64,12 +64,34 @@ class Member(nn.Module):
     The logits are TTA-averaged (``ml.tta.TestTimeAugment``, level 0/1/2), divided by the
     (bundle-wide) temperature and softmaxed."""
 
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float], tta: int = 0, temperature: float = 1.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: list[float],
+        std: list[float],
+        tta: int = 0,
+        temperature: float = 1.0,
+        temperatures: list[float] | None = None,
+    ):
         super().__init__()
         self.tta = TestTimeAugment(model, tta)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
+        # one temperature per TTA level 0..tta (each level's logits have their own scale); the
+        # one in use is that of the current level (`set_tta`)
+        levels = [float(temperature)] * (tta + 1) if temperatures is None else [float(t) for t in temperatures]
+        if len(levels) != tta + 1:
+            raise ValueError(f"need {tta + 1} temperatures (TTA levels 0..{tta}), got {len(levels)}")
+        self.register_buffer("temperatures", torch.tensor(levels, dtype=torch.float32))
+        self.register_buffer("temperature", torch.tensor(levels[tta], dtype=torch.float32))
+
+    @torch.jit.export
+    def set_tta(self, level: int) -> None:
+        """Switch to TTA level ``level`` (0 .. the exported level) and its temperature."""
+        if level < 0 or level >= self.temperatures.shape[0]:
+            raise ValueError("TTA level out of range for this bundle")
+        self.tta.level = level
+        self.temperature = self.temperatures[level].clone()
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> normalised, in the weights' dtype (float32, or bfloat16 once the runtime has
@@ -104,6 +126,13 @@ class Ensemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.map_size = list(map_size or [0, 0])  # [0, 0]: each member's own map size (all equal)
+
+    @torch.jit.export
+    def set_tta(self, level: int) -> None:
+        """Run every member at TTA level ``level`` (0 .. the exported level), with that level's
+        temperature: fewer views, more images/s, a little less accuracy (the bundle's report)."""
+        for member in self.members:
+            member.set_tta(level)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
@@ -227,6 +256,7 @@ def export_bundle(
     flip_tta: bool = False,
     tta: int | None = None,
     temperature: float = 1.0,
+    temperatures: list[float] | None = None,
     command: str | None = None,
     report_dir: str | Path | None = None,
     overwrite: bool = False,
@@ -248,7 +278,9 @@ def export_bundle(
             raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    ensemble = build_ensemble(members, tta=level, temperature=temperature, input_size=input_size)
+    ensemble = build_ensemble(
+        members, tta=level, temperature=temperature, temperatures=temperatures, input_size=input_size
+    )
     scripted = torch.jit.script(ensemble)
     module_path = out_dir / DEFAULT_MODULE_FILE
     scripted.save(str(module_path))
@@ -281,7 +313,8 @@ def export_bundle(
         sha256=sha256_file(module_path),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         command=command or " ".join(shlex.quote(a) for a in ["python", "-m", "ml", *sys.argv[1:]]),
-        extra={**(extra or {}), "flip_tta": level >= 1, "tta": level},
+        # tta: the level the module runs at; tta_levels: those the runtime may switch to (set_tta)
+        extra={**(extra or {}), "flip_tta": level >= 1, "tta": level, "tta_levels": list(range(level + 1))},
         explain=explain,
         precisions=module_precisions(module_path, input_size),
         **(manifest_fields or {}),
@@ -310,11 +343,12 @@ def build_ensemble(
     *,
     tta: int = 0,
     temperature: float = 1.0,
+    temperatures: list[float] | None = None,
     input_size: tuple[int, int] = (32, 32),
 ) -> Ensemble:
     """The eager ensemble module that `export_bundle` scripts (float32, CPU, eval mode)."""
     wrapped = [
-        Member(model.float().eval().cpu(), info["mean"], info["std"], tta=tta, temperature=temperature)
+        Member(model.float().eval().cpu(), info["mean"], info["std"], tta, temperature, temperatures)
         for model, info in members
     ]
     map_size = _map_size(wrapped, input_size) if all(cam_layer_of(m) for m, _ in members) else None
@@ -462,6 +496,32 @@ def calibrate(
     return result
 
 
+def calibrate_levels(
+    members: list[tuple[nn.Module, dict[str, Any]]], level: int, images: Any, labels: Any, seed: int, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """For each TTA level below ``level`` (the runtime may switch to them, ``set_tta``): its own
+    temperature fitted on the fit half, and accuracy, ECE and NLL on the report half (as for the
+    exported level). Keys are the levels as strings (JSON)."""
+    from ml import calibration as cal
+    from ml import metrics
+
+    labels = np.asarray(labels)
+    fit, rep = cal.half_split(labels, seed)
+    rows = {}
+    for lower in range(level):
+        print(f"scoring TTA level {lower} (the runtime may switch to it)")
+        logits = ensemble_scores(build_ensemble(members, tta=lower), images, batch_size)["member_logits"]
+        temperature = cal.fit_temperature(logits[:, fit], labels[fit])
+        probs = cal.ensemble_probs(logits, temperature)
+        rows[str(lower)] = {
+            "temperature": temperature,
+            "ece": metrics.calibration(probs[rep], labels[rep])["ece"],
+            "nll": metrics.nll(probs[rep], labels[rep]),
+            "accuracy": metrics.accuracy(probs[rep], labels[rep]),
+        }
+    return rows
+
+
 def compare_precisions(
     out: Path, fp32_probs: np.ndarray, dataset: Any, device: str, batch_size: int, precisions: list[str] | None
 ) -> dict[str, dict[str, float]]:
@@ -487,7 +547,7 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
-def calibration_markdown(c: dict[str, Any], data_line: str) -> str:
+def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, dict[str, float]] | None = None) -> str:
     b, a = c["before"]["report"], c["after"]["report"]
     u, o = c["uncertain"], c["ood"]
     lines = [
@@ -509,6 +569,23 @@ def calibration_markdown(c: dict[str, Any], data_line: str) -> str:
         "",
         "![reliability before](reliability_uncalibrated.png) ![reliability after](reliability_calibrated.png)",
         "",
+    ]
+    if by_level and len(by_level) > 1:
+        lines += [
+            "## TTA levels the runtime may switch to (`WORKER_TTA`)",
+            "",
+            "Fewer views per image cost accuracy and buy images/s; each level has its own temperature, fitted "
+            "on the fit half (the thresholds below were chosen at the exported level).",
+            "",
+            "| TTA level | views per member | temperature | accuracy | ECE | NLL |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {(1, 2, 6)[int(k)]} | {r['temperature']:.3f} | {_pct(r['accuracy'])} | {_pct(r['ece'])} | {r['nll']:.4f} |"
+            for k, r in sorted(by_level.items())
+        ]
+        lines.append("")
+    lines += [
         f"## Uncertain: calibrated top probability < {u['threshold']:.4f}",
         "",
         f"Rule: the smallest threshold at which the answers at or above it are at least "
@@ -707,6 +784,11 @@ def main(argv: list[str]) -> None:
         rep = cal["split"]["report"]
         cal["ood"]["auroc_msp"] = ood.auroc(1 - cal["probs"][rep].max(axis=1), 1 - gen_probs.max(axis=1))
         temperature, fields = cal["temperature"], _summary(cal)
+        by_level = calibrate_levels(
+            members, level, dataset.images, dataset.labels, args.calibration_seed, args.batch_size
+        )
+        by_level[str(level)] = {"temperature": temperature, **fields["calibration"]["after"]}
+        fields["calibration"]["by_tta_level"] = by_level
 
     manifest = export_bundle(
         members,
@@ -717,6 +799,9 @@ def main(argv: list[str]) -> None:
         superclasses=loaded[0][2].get("superclasses"),
         tta=level,
         temperature=temperature,
+        temperatures=[fields["calibration"]["by_tta_level"][str(v)]["temperature"] for v in range(level + 1)]
+        if fields
+        else None,
         command=command,
         overwrite=args.overwrite,
         extra={"data": spec},
@@ -797,7 +882,9 @@ def main(argv: list[str]) -> None:
         xlabel="ood_score (mean energy)",
         title=f"OOD score: AUROC {cal['ood']['auroc']:.4f}",
     )
-    (report_dir / "calibration.md").write_text(calibration_markdown(cal, describe_split(data_desc)))
+    (report_dir / "calibration.md").write_text(
+        calibration_markdown(cal, describe_split(data_desc), fields["calibration"].get("by_tta_level"))
+    )
     (report_dir / "calibration.json").write_text(json.dumps(fields, indent=2) + "\n")
     manifest.metrics = {**bundle_metrics(result, data_desc), "precisions": precision_rows}
     write_manifest(out, manifest)

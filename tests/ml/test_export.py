@@ -197,3 +197,42 @@ def test_flip_tta_is_tta_1_and_conflicts_with_another_level(tiny, tmp_path, caps
     with pytest.raises(SystemExit):
         export.main([a, "--out", str(tmp_path / "g"), "--flip-tta", "--tta", "2", "--no-report"])
     assert "--tta 1" in capsys.readouterr().err
+
+
+def test_runtime_switches_to_a_lower_tta_level_with_its_own_temperature(tmp_path, images, monkeypatch):
+    """A bundle exported at level 2 with one temperature per level, loaded with tta=0 or 1, gives
+    exactly what a bundle exported at that level with that temperature gives."""
+    models = [trained_like(seed) for seed in range(2)]
+    members = [(m, {"arch": "resnet20", "mean": MEANS[i][0], "std": MEANS[i][1]}) for i, m in enumerate(models)]
+    temps = [0.7, 1.3, 2.1]
+    export.export_bundle(members, tmp_path / "b", classes=CLASSES, name="t", version="t-1", tta=2, temperatures=temps)
+    assert read_manifest(tmp_path / "b").extra["tta_levels"] == [0, 1, 2]
+    default = load_bundle(tmp_path / "b", precision="fp32")
+    assert default.tta == 2
+    for level in (0, 1):
+        export.export_bundle(
+            members,
+            tmp_path / f"l{level}",
+            classes=CLASSES,
+            name="t",
+            version="t-1",
+            tta=level,
+            temperature=temps[level],
+        )
+        switched = load_bundle(tmp_path / "b", precision="fp32", tta=level)
+        assert switched.tta == level
+        expected = load_bundle(tmp_path / f"l{level}", precision="fp32").predict(images)
+        torch.testing.assert_close(switched.predict(images), expected, atol=1e-6, rtol=0)
+        assert not torch.allclose(switched.predict(images), default.predict(images), atol=1e-4)
+    with pytest.raises(BundleError, match="runs at TTA level 2 and can switch to 0, 1, 2, not 3"):
+        load_bundle(tmp_path / "b", tta=3)
+    with pytest.raises(BundleError, match="can switch to 0, not 1"):
+        load_bundle(tmp_path / "l0", tta=1)  # a level-0 bundle has no views to add
+
+    from worker.runtime.predictor import Predictor
+
+    monkeypatch.setenv("WORKER_TTA", "1")
+    assert Predictor(tmp_path / "b", device="cpu").load().tta == 1
+    monkeypatch.setenv("WORKER_TTA", "one")
+    with pytest.raises(ValueError, match="WORKER_TTA must be a TTA level"):
+        Predictor(tmp_path / "b", device="cpu").load()

@@ -28,9 +28,9 @@ def bundle_loads(monkeypatch) -> list[str]:
     loads: list[str] = []
     real = predictor_module.load_bundle
 
-    def counting(bundle_dir, device, precision="auto"):
+    def counting(bundle_dir, device, *args):
         loads.append(str(bundle_dir))
-        return real(bundle_dir, device, precision)
+        return real(bundle_dir, device, *args)
 
     monkeypatch.setattr(predictor_module, "load_bundle", counting)
     return loads

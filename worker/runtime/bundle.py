@@ -48,6 +48,7 @@ class LoadedBundle:
     module: torch.jit.ScriptModule
     device: torch.device
     dtype: torch.dtype = torch.float32  # what the module's weights were converted to
+    tta: int | None = None  # the TTA level the module runs at (None: the bundle does not say)
 
     @property
     def precision(self) -> str:
@@ -65,12 +66,17 @@ class LoadedBundle:
         return self.module(images.to(self.device)).float().cpu()
 
 
-def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> LoadedBundle:
+def load_bundle(
+    bundle_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto", tta: int | None = None
+) -> LoadedBundle:
     """Read the manifest, check the module's checksum, and load the TorchScript module.
 
     ``precision`` (auto | bf16 | fp32, `worker.runtime.precision`): a bundle whose manifest lists
     bf16 among its ``precisions`` runs in bf16 when that resolves to bf16 on ``device``; any other
-    bundle runs in fp32 (asking such a bundle for bf16 explicitly is an error)."""
+    bundle runs in fp32 (asking such a bundle for bf16 explicitly is an error). ``tta`` switches the
+    module to a lower test-time-augmentation level among the manifest's ``extra["tta_levels"]``
+    (``set_tta``: fewer views, more images/s, each level with its own temperature); None keeps the
+    exported level."""
     prec.check(precision)
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
@@ -99,4 +105,14 @@ def load_bundle(bundle_dir: str | Path, device: str | torch.device = "cpu", prec
         dtype = torch.float32
     if dtype != torch.float32:
         module.to(dtype)
-    return LoadedBundle(path=bundle_dir, manifest=manifest, module=module, device=device, dtype=dtype)
+    level = manifest.extra.get("tta")
+    if tta is not None and tta != level:
+        levels = manifest.extra.get("tta_levels") or []
+        if tta not in levels or not hasattr(module, "set_tta"):
+            raise BundleError(
+                f"model bundle {bundle_dir} runs at TTA level {level} and can switch to "
+                f"{', '.join(map(str, levels)) or 'no other level'}, not {tta}"
+            )
+        module.set_tta(int(tta))
+        level = tta
+    return LoadedBundle(path=bundle_dir, manifest=manifest, module=module, device=device, dtype=dtype, tta=level)

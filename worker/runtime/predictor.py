@@ -11,6 +11,8 @@ A parent should never predict before forking: on Linux torch's CPU thread pool (
 hangs in a child of a process that used it, so such a child is pinned to one thread and warned.
 ``WORKER_PRECISION`` (auto | bf16 | fp32, `worker.runtime.precision`) picks the dtype the module
 runs in; auto (the default) is bf16 on CPUs with bf16 in hardware, for bundles that support it.
+``WORKER_TTA`` (unset: the bundle's level) runs the module at a lower test-time-augmentation level
+for throughput; the bundle's calibration.md gives each level's accuracy and calibration.
 ``WORKER_TORCH_THREADS`` (environment) sets torch's intra-op thread count in the process that
 loads a model; unset, torch's default (one per core) is kept. With a prefork pool of N processes
 on C cores set it to C // N: oversubscribed OpenMP threads spin against each other. Measured with
@@ -35,6 +37,7 @@ from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bund
 
 DEFAULT_MAX_BATCH = 256
 THREADS_ENV = "WORKER_TORCH_THREADS"
+TTA_ENV = "WORKER_TTA"
 
 Prediction = list[tuple[str, float]]
 
@@ -65,6 +68,16 @@ def configure_threads() -> int:
     return torch.get_num_threads()
 
 
+def tta_from_env() -> int | None:
+    """``WORKER_TTA`` (a TTA level the bundle lists in ``extra["tta_levels"]``), or None when unset."""
+    value = os.environ.get(TTA_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{TTA_ENV} must be a TTA level (0, 1, 2 ...), got {value!r}")
+    return int(value)
+
+
 class Predictor:
     """One model bundle, loaded on first use, predicting top-k labels for decoded images."""
 
@@ -75,11 +88,13 @@ class Predictor:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         precision: str | None = None,
+        tta: int | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         # None: WORKER_PRECISION from the environment when the module loads, else auto
         self.precision = None if precision is None else prec.check(precision)
+        self.tta = tta  # None: WORKER_TTA from the environment, else the bundle's own level
         self.bundle_dir = Path(bundle_dir)
         self.max_batch = max_batch
         self._requested_device = device
@@ -144,7 +159,12 @@ class Predictor:
                             stacklevel=2,
                         )
                     configure_threads()
-                    bundle = load_bundle(self.bundle_dir, self.device, self.precision or prec.from_env())
+                    bundle = load_bundle(
+                        self.bundle_dir,
+                        self.device,
+                        self.precision or prec.from_env(),
+                        self.tta if self.tta is not None else tta_from_env(),
+                    )
                     self._manifest = bundle.manifest
                     self._bundle = bundle
         return self._bundle
