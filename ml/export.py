@@ -32,6 +32,9 @@ mean/std, metrics, config and its metrics.csv; no optimiser) to ``<bundle>/membe
 the `ml.checkpoint` format; those files are valid input, so a bundle can be re-exported (other
 TTA, new methods, another calibration) without training. A re-export keeps report/TRAINING.md.
 
+The module itself is `ml.bundle_module` (Member, Ensemble, build_ensemble); the calibration,
+thresholds, per-TTA-level temperatures and the bf16 check are `ml.bundle_calibration`.
+
 Measured on the 2-core CPU dev machine (shared with a training job): one ResNet-20 checkpoint, export plus
 report on 5,000 validation images, 60 s wall, 22 s CPU; the bundle's accuracy equals the checkpoint's
 recorded val_acc (56.30% at epoch 3).
@@ -51,196 +54,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ml.tta import TestTimeAugment
+from ml.bundle_calibration import (
+    calibrate,
+    calibrate_levels,
+    calibration_markdown,
+    compare_precisions,
+    ensemble_scores,
+    pct,
+    summary_fields,
+)
+from ml.bundle_module import Ensemble, Member, build_ensemble, cam_layer_of  # noqa: F401 (the module's parts)
 from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
-
-
-class Member(nn.Module):
-    """One model with its normalisation and test-time augmentation: uint8 images -> probabilities.
-
-    The logits are TTA-averaged (``ml.tta.TestTimeAugment``, level 0/1/2), divided by the
-    (bundle-wide) temperature and softmaxed."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        mean: list[float],
-        std: list[float],
-        tta: int = 0,
-        temperature: float = 1.0,
-        temperatures: list[float] | None = None,
-    ):
-        super().__init__()
-        self.tta = TestTimeAugment(model, tta)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        # one temperature per TTA level 0..tta (each level's logits have their own scale); the
-        # one in use is that of the current level (`set_tta`)
-        levels = [float(temperature)] * (tta + 1) if temperatures is None else [float(t) for t in temperatures]
-        if len(levels) != tta + 1:
-            raise ValueError(f"need {tta + 1} temperatures (TTA levels 0..{tta}), got {len(levels)}")
-        self.register_buffer("temperatures", torch.tensor(levels, dtype=torch.float32))
-        self.register_buffer("temperature", torch.tensor(levels[tta], dtype=torch.float32))
-
-    @torch.jit.export
-    def set_tta(self, level: int) -> None:
-        """Switch to TTA level ``level`` (0 .. the exported level) and its temperature."""
-        if level < 0 or level >= self.temperatures.shape[0]:
-            raise ValueError("TTA level out of range for this bundle")
-        self.tta.level = level
-        self.temperature = self.temperatures[level].clone()
-
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> normalised, in the weights' dtype (float32, or bfloat16 once the runtime has
-        converted the module: `worker.runtime.precision`), channels_last for oneDNN."""
-        x = (images.float() - self.mean.float()) / self.std.float()
-        return x.to(self.mean.dtype).contiguous(memory_format=torch.channels_last)
-
-    @torch.jit.export
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """TTA-averaged logits, before the temperature."""
-        return self.tta(self.normalise(images)).float()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(images) / self.temperature.float(), dim=1)
-
-    @torch.jit.export
-    def cam_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(activation of the model's cam_layer, logits of the image itself, TTA-averaged logits);
-        needs gradients enabled: the first two carry the graph that Grad-CAM differentiates."""
-        x = self.normalise(images).detach().requires_grad_()
-        act, first = self.tta.model.cam_forward(x)
-        with torch.no_grad():
-            averaged = self.tta.with_first(x.detach(), first.detach())
-        return act, first.float(), averaged.float()
-
-
-class Ensemble(nn.Module):
-    """Average of the members' probabilities. ``forward`` is the bundle contract (uint8 in,
-    probabilities out); ``scores`` and ``explain`` are the exported extras the worker may call."""
-
-    def __init__(self, members: list[Member], map_size: list[int] | None = None):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.map_size = list(map_size or [0, 0])  # [0, 0]: each member's own map size (all equal)
-
-    @torch.jit.export
-    def set_tta(self, level: int) -> None:
-        """Run every member at TTA level ``level`` (0 .. the exported level), with that level's
-        temperature: fewer views, more images/s, a little less accuracy (the bundle's report)."""
-        for member in self.members:
-            member.set_tta(level)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
-            raise ValueError("expected uint8 images N x 3 x H x W")
-        total = torch.zeros(0)
-        n = 0
-        for member in self.members:
-            p = member(images)
-            total = p if n == 0 else total + p
-            n += 1
-        return total / n
-
-    @torch.jit.export
-    def scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """probs N x C, member_probs M x N x C, member_logits M x N x C (TTA-averaged, before the
-        temperature) and ood_score N (the members' mean energy -logsumexp(logits); higher = less
-        like the training images)."""
-        if images.dtype != torch.uint8:
-            raise ValueError("expected uint8 images N x 3 x H x W")
-        logits: list[torch.Tensor] = []
-        probs: list[torch.Tensor] = []
-        for member in self.members:
-            z = member.logits(images)
-            logits.append(z)
-            probs.append(torch.softmax(z / member.temperature.float(), dim=1))
-        stacked_logits = torch.stack(logits)
-        member_probs = torch.stack(probs)
-        return {
-            "probs": member_probs.mean(0).detach(),
-            "member_probs": member_probs.detach(),
-            "member_logits": stacked_logits.detach(),
-            "ood_score": -torch.logsumexp(stacked_logits, dim=2).mean(0).detach(),
-        }
-
-    @torch.jit.export
-    def explain(
-        self, images: torch.Tensor, class_index: torch.Tensor | None = None, top_k: int = 5
-    ) -> dict[str, torch.Tensor]:
-        """``scores`` plus Grad-CAM: cam N x K x h x w for the classes ``class_index`` (N x K
-        long), or for the ensemble's ``top_k`` most probable classes when it is None.
-
-        Each member's map is Grad-CAM proper (Selvaraju et al. 2017) on its ``cam_layer``: the
-        gradient of the member's logit of the class for the image itself (no TTA, no
-        temperature) with respect to that layer's activation A, averaged over space per channel
-        (weights w), then relu(sum_c w_c A_c). The ensemble's map is the mean of the members'
-        maps (resized to ``map_size`` when that is set). Call with gradients enabled
-        (``torch.enable_grad()``, not under inference mode) and ``torch.jit.optimized_execution(False)``:
-        the optimising executor's differentiable subgraphs hide the activation from autograd.grad
-        from the second call on."""
-        if images.dtype != torch.uint8:
-            raise ValueError("expected uint8 images N x 3 x H x W")
-        if not torch.is_grad_enabled():
-            raise RuntimeError("explain() needs gradients: call it under torch.enable_grad()")
-        acts: list[torch.Tensor] = []
-        firsts: list[torch.Tensor] = []
-        logits: list[torch.Tensor] = []
-        probs: list[torch.Tensor] = []
-        for member in self.members:
-            act, first, averaged = member.cam_forward(images)
-            acts.append(act)
-            firsts.append(first)
-            logits.append(averaged)
-            probs.append(torch.softmax(averaged / member.temperature.float(), dim=1))
-        stacked_logits = torch.stack(logits)
-        member_probs = torch.stack(probs)
-        ensemble_probs = member_probs.mean(0)
-        if class_index is None:
-            k = min(top_k, ensemble_probs.shape[1])
-            class_index = torch.topk(ensemble_probs, k, dim=1).indices
-        cls = class_index.to(torch.long)
-        total = torch.zeros(0)
-        for m in range(len(acts)):
-            maps: list[torch.Tensor] = []
-            for j in range(cls.shape[1]):
-                score = firsts[m].gather(1, cls[:, j : j + 1]).sum()  # images are independent: one backward
-                grads = torch.autograd.grad([score], [acts[m]], retain_graph=True)
-                grad = grads[0]
-                assert grad is not None
-                weights = grad.mean(dim=(2, 3), keepdim=True)
-                maps.append(torch.relu((weights * acts[m]).sum(dim=1)).detach())
-            cam = torch.stack(maps, dim=1)  # N x K x h x w
-            if self.map_size[0] > 0 and (cam.shape[2] != self.map_size[0] or cam.shape[3] != self.map_size[1]):
-                cam = F.interpolate(cam, size=self.map_size, mode="bilinear", align_corners=False)
-            total = cam if m == 0 else total + cam
-        return {
-            "probs": ensemble_probs.detach(),
-            "member_probs": member_probs.detach(),
-            "member_logits": stacked_logits.detach(),
-            "ood_score": -torch.logsumexp(stacked_logits, dim=2).mean(0).detach(),
-            "class_index": cls,
-            "cam": total.float() / len(acts),
-        }
-
-
-def cam_layer_of(model: nn.Module) -> str | None:
-    """The model's Grad-CAM layer name, or None when the model class has none."""
-    name = getattr(model, "cam_layer", None)
-    return name if isinstance(name, str) and hasattr(model, "cam_forward") else None
-
-
-def _map_size(members: list[Member], input_size: tuple[int, int]) -> list[int]:
-    """[0, 0] when all members' cam layers give maps of one size, else the input size (maps get resized)."""
-    sizes = set()
-    with torch.enable_grad():
-        for member in members:
-            act, _, _ = member.cam_forward(torch.zeros(1, 3, *input_size, dtype=torch.uint8))
-            sizes.add(tuple(act.shape[2:]))
-    return [0, 0] if len(sizes) == 1 else list(input_size)
 
 
 def export_bundle(
@@ -338,23 +164,6 @@ def module_precisions(module_path: Path, input_size: tuple[int, int]) -> list[st
     return ["fp32", "bf16"] if probs.dtype == torch.float32 and bool(torch.isfinite(probs).all()) else ["fp32"]
 
 
-def build_ensemble(
-    members: list[tuple[nn.Module, dict[str, Any]]],
-    *,
-    tta: int = 0,
-    temperature: float = 1.0,
-    temperatures: list[float] | None = None,
-    input_size: tuple[int, int] = (32, 32),
-) -> Ensemble:
-    """The eager ensemble module that `export_bundle` scripts (float32, CPU, eval mode)."""
-    wrapped = [
-        Member(model.float().eval().cpu(), info["mean"], info["std"], tta, temperature, temperatures)
-        for model, info in members
-    ]
-    map_size = _map_size(wrapped, input_size) if all(cam_layer_of(m) for m, _ in members) else None
-    return Ensemble(wrapped, map_size=map_size).eval()
-
-
 def save_member(path: str | Path, model: nn.Module, ckpt: dict[str, Any], metrics_csv: str | None = None) -> Path:
     """One member's checkpoint for ``<bundle>/members/``: the weights in half precision and what
     export needs to rebuild it (arch, options, classes, mean/std, metrics, config, data); no
@@ -413,251 +222,6 @@ def load_members(paths: list[str]) -> list[tuple[str, nn.Module, dict[str, Any],
 
 
 @torch.inference_mode()
-def ensemble_scores(ensemble: Ensemble, images: Any, batch_size: int = 500) -> dict[str, Any]:
-    """``Ensemble.scores`` over uint8 images in batches: member_logits M x N x C and ood_score N (numpy)."""
-    images = torch.as_tensor(images)
-    logits, ood = [], []
-    for i in range(0, len(images), batch_size):
-        out = ensemble.scores(images[i : i + batch_size])
-        logits.append(out["member_logits"].double().numpy())
-        ood.append(out["ood_score"].double().numpy())
-    return {"member_logits": np.concatenate(logits, axis=1), "ood_score": np.concatenate(ood)}
-
-
-def calibrate(
-    member_logits: Any,
-    labels: Any,
-    ood_val: Any,
-    ood_generated: Any,
-    generated_kinds: list[str],
-    *,
-    seed: int = 0,
-    target_accuracy: float = 0.97,
-    ood_max_flagged: float = 0.05,
-) -> dict[str, Any]:
-    """Fit the temperature and choose both thresholds on one seeded half of the validation images
-    (the fit half), and measure everything on the other (the report half)."""
-    from ml import calibration as cal
-    from ml import metrics, ood
-
-    labels = np.asarray(labels)
-    fit, rep = cal.half_split(labels, seed)
-    temperature = cal.fit_temperature(member_logits[:, fit], labels[fit])
-    before, after = cal.ensemble_probs(member_logits, 1.0), cal.ensemble_probs(member_logits, temperature)
-
-    def quality(probs: np.ndarray, idx: np.ndarray) -> dict[str, Any]:
-        c = metrics.calibration(probs[idx], labels[idx])
-        return {
-            "ece": c["ece"],
-            "nll": metrics.nll(probs[idx], labels[idx]),
-            "accuracy": metrics.accuracy(probs[idx], labels[idx]),
-            "n": int(len(idx)),
-            "calibration": c,
-        }
-
-    threshold = cal.uncertain_threshold(after[fit], labels[fit], target_accuracy)
-    ood_t = cal.ood_threshold(ood_val[fit], ood_max_flagged)
-    flagged_generated = ood_generated > ood_t
-    per_kind = {
-        kind: float(flagged_generated[[k == kind for k in generated_kinds]].mean())
-        for kind in dict.fromkeys(generated_kinds)
-    }
-    result = {
-        "split": {
-            "method": "seeded stratified halves of the validation images",
-            "seed": seed,
-            "fit": fit,
-            "report": rep,
-        },
-        "temperature": temperature,
-        "before": {"fit": quality(before, fit), "report": quality(before, rep)},
-        "after": {"fit": quality(after, fit), "report": quality(after, rep)},
-        "probs": after,
-        "uncertain": {
-            "threshold": threshold,
-            "target_accuracy": target_accuracy,
-            "fit": cal.selective(after[fit], labels[fit], threshold),
-            "report": cal.selective(after[rep], labels[rep], threshold),
-        },
-        "ood": {
-            "threshold": ood_t,
-            "max_flagged": ood_max_flagged,
-            "validation_flagged_fit": float((ood_val[fit] > ood_t).mean()),
-            "validation_flagged_report": float((ood_val[rep] > ood_t).mean()),
-            "generated_flagged": float(flagged_generated.mean()),
-            "generated_flagged_by_kind": per_kind,
-            "auroc": ood.auroc(ood_val[rep], ood_generated),
-            "n_generated": int(len(ood_generated)),
-            "n_validation_report": int(len(rep)),
-        },
-        "ood_val": ood_val,
-        "ood_generated": ood_generated,
-    }
-    return result
-
-
-def calibrate_levels(
-    members: list[tuple[nn.Module, dict[str, Any]]], level: int, images: Any, labels: Any, seed: int, batch_size: int
-) -> dict[str, dict[str, float]]:
-    """For each TTA level below ``level`` (the runtime may switch to them, ``set_tta``): its own
-    temperature fitted on the fit half, and accuracy, ECE and NLL on the report half (as for the
-    exported level). Keys are the levels as strings (JSON)."""
-    from ml import calibration as cal
-    from ml import metrics
-
-    labels = np.asarray(labels)
-    fit, rep = cal.half_split(labels, seed)
-    rows = {}
-    for lower in range(level):
-        print(f"scoring TTA level {lower} (the runtime may switch to it)")
-        logits = ensemble_scores(build_ensemble(members, tta=lower), images, batch_size)["member_logits"]
-        temperature = cal.fit_temperature(logits[:, fit], labels[fit])
-        probs = cal.ensemble_probs(logits, temperature)
-        rows[str(lower)] = {
-            "temperature": temperature,
-            "ece": metrics.calibration(probs[rep], labels[rep])["ece"],
-            "nll": metrics.nll(probs[rep], labels[rep]),
-            "accuracy": metrics.accuracy(probs[rep], labels[rep]),
-        }
-    return rows
-
-
-def compare_precisions(
-    out: Path, fp32_probs: np.ndarray, dataset: Any, device: str, batch_size: int, precisions: list[str] | None
-) -> dict[str, dict[str, float]]:
-    """The written bundle's accuracy and ECE on the whole validation split in each precision it
-    runs in (bf16 as the worker runs it on CPUs with bf16 in hardware), and how far bf16 is from
-    the fp32 probabilities the calibration was fitted on."""
-    from ml.evaluate import load_predictor
-    from ml.metrics import accuracy, calibration
-
-    rows = {}
-    for p in precisions or ["fp32"]:
-        probs = fp32_probs if p == "fp32" else load_predictor(out, device, p).predict(dataset.images, batch_size)
-        rows[p] = {
-            "accuracy": accuracy(probs, dataset.labels),
-            "ece": float(calibration(probs, dataset.labels)["ece"]),
-            "same_top1": float((probs.argmax(1) == fp32_probs.argmax(1)).mean()),
-            "max_prob_diff": float(np.abs(probs - fp32_probs).max()),
-        }
-    return rows
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"
-
-
-def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, dict[str, float]] | None = None) -> str:
-    b, a = c["before"]["report"], c["after"]["report"]
-    u, o = c["uncertain"], c["ood"]
-    lines = [
-        '# Calibration, "not sure" and out-of-distribution',
-        "",
-        f"Data: {data_line}. The validation images are split in two seeded, stratified halves (seed "
-        f"{c['split']['seed']}): the temperature and both thresholds are chosen on the fit half "
-        f"({len(c['split']['fit'])} images) and every number below is measured on the "
-        f"report half ({b['n']} images), which none of them saw.",
-        "",
-        f"## Temperature scaling: T = {c['temperature']:.4f}",
-        "",
-        "Each member's TTA-averaged logits are divided by T before the softmax, inside the module.",
-        "",
-        "| report half | ECE (15 bins) | NLL | accuracy |",
-        "|---|---|---|---|",
-        f"| before (T = 1) | {_pct(b['ece'])} | {b['nll']:.4f} | {_pct(b['accuracy'])} |",
-        f"| after (T = {c['temperature']:.3f}) | {_pct(a['ece'])} | {a['nll']:.4f} | {_pct(a['accuracy'])} |",
-        "",
-        "![reliability before](reliability_uncalibrated.png) ![reliability after](reliability_calibrated.png)",
-        "",
-    ]
-    if by_level and len(by_level) > 1:
-        lines += [
-            "## TTA levels the runtime may switch to (`WORKER_TTA`)",
-            "",
-            "Fewer views per image cost accuracy and buy images/s; each level has its own temperature, fitted "
-            "on the fit half (the thresholds below were chosen at the exported level).",
-            "",
-            "| TTA level | views per member | temperature | accuracy | ECE | NLL |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {k} | {(1, 2, 6)[int(k)]} | {r['temperature']:.3f} | {_pct(r['accuracy'])} | {_pct(r['ece'])} | {r['nll']:.4f} |"
-            for k, r in sorted(by_level.items())
-        ]
-        lines.append("")
-    lines += [
-        f"## Uncertain: calibrated top probability < {u['threshold']:.4f}",
-        "",
-        f"Rule: the smallest threshold at which the answers at or above it are at least "
-        f"{100 * u['target_accuracy']:.0f}% right on the fit half.",
-        "",
-        "| half | answers flagged | accuracy of answers kept | accuracy of answers flagged |",
-        "|---|---|---|---|",
-    ]
-    for half in ("fit", "report"):
-        r = u[half]
-        lines.append(
-            f"| {half} | {_pct(r['share_flagged'])} | {_pct(r['accuracy_above'])} | {_pct(r['accuracy_below'])} |"
-        )
-    lines += [
-        "",
-        f"## Out of distribution: ood_score > {o['threshold']:.4f}",
-        "",
-        "The score is the members' mean energy, -logsumexp(TTA-averaged logits); the threshold flags "
-        f"at most {100 * o['max_flagged']:.0f}% of the fit half's validation images.",
-        "",
-        f"- validation images flagged (report half): {_pct(o['validation_flagged_report'])}",
-        f"- generated non-CIFAR images flagged ({o['n_generated']}: noise, flat colours, text, stripes, "
-        f"checkerboards; `ml.ood.generate`): {_pct(o['generated_flagged'])}",
-        "- by kind: " + ", ".join(f"{k} {_pct(v)}" for k, v in o["generated_flagged_by_kind"].items()),
-        f"- AUROC, report-half validation images against the generated set: {o['auroc']:.4f} "
-        f"(max-softmax-probability score for comparison: {o['auroc_msp']:.4f})",
-        "",
-        "![ood scores](ood_scores.png)",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _summary(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The manifest's calibration, uncertain and ood entries."""
-    u, o = c["uncertain"], c["ood"]
-    split = {k: c["split"][k] for k in ("method", "seed")}
-    return {
-        "calibration": {
-            "method": "temperature scaling: each member's TTA-averaged logits / T, then softmax (inside the module)",
-            "temperature": c["temperature"],
-            "fit_on": {**split, "half": "fit", "n": int(len(c["split"]["fit"]))},
-            "reported_on": {**split, "half": "report", "n": int(len(c["split"]["report"]))},
-            "before": {k: c["before"]["report"][k] for k in ("ece", "nll", "accuracy")},
-            "after": {k: c["after"]["report"][k] for k in ("ece", "nll", "accuracy")},
-        },
-        "uncertain": {
-            "threshold": u["threshold"],
-            "meaning": "a prediction is flagged uncertain when its calibrated top probability is below the "
-            f"threshold: the smallest threshold at which the answers at or above it were at least "
-            f"{100 * u['target_accuracy']:.0f}% right on the fit half of the validation images",
-            "target_accuracy": u["target_accuracy"],
-            "accuracy_above": u["report"]["accuracy_above"],
-            "accuracy_below": u["report"]["accuracy_below"],
-            "share_flagged": u["report"]["share_flagged"],
-            "measured_on": "report half of the validation images",
-        },
-        "ood": {
-            "score": "ood_score: the members' mean energy -logsumexp(TTA-averaged logits); higher = less like the training images",
-            "threshold": o["threshold"],
-            "meaning": "an image is flagged out of distribution when ood_score > threshold; the threshold flags "
-            f"at most {100 * o['max_flagged']:.0f}% of the fit half of the validation images",
-            "validation_flagged": o["validation_flagged_report"],
-            "generated_flagged": o["generated_flagged"],
-            "generated_flagged_by_kind": o["generated_flagged_by_kind"],
-            "auroc": o["auroc"],
-            "auroc_msp": o["auroc_msp"],
-            "generated_set": "ml.ood.generate: noise, flat colours, rendered text, stripes, checkerboards",
-            "measured_on": "report half of the validation images against the generated set",
-        },
-    }
-
-
 def main(argv: list[str]) -> None:
     from ml import ood, plots
     from ml.evaluate import (
@@ -783,7 +347,7 @@ def main(argv: list[str]) -> None:
         gen_probs = ensemble_probs(gen["member_logits"], cal["temperature"])
         rep = cal["split"]["report"]
         cal["ood"]["auroc_msp"] = ood.auroc(1 - cal["probs"][rep].max(axis=1), 1 - gen_probs.max(axis=1))
-        temperature, fields = cal["temperature"], _summary(cal)
+        temperature, fields = cal["temperature"], summary_fields(cal)
         by_level = calibrate_levels(
             members, level, dataset.images, dataset.labels, args.calibration_seed, args.batch_size
         )
@@ -892,7 +456,7 @@ def main(argv: list[str]) -> None:
     print(summary_line(result))
     for p, row in precision_rows.items():
         print(
-            f"{p}: accuracy {_pct(row['accuracy'])}, ECE {_pct(row['ece'])}, top-1 as fp32 on {_pct(row['same_top1'])}, "
+            f"{p}: accuracy {pct(row['accuracy'])}, ECE {pct(row['ece'])}, top-1 as fp32 on {pct(row['same_top1'])}, "
             f"largest probability difference {row['max_prob_diff']:.4f}"
         )
     b, a = fields["calibration"]["before"], fields["calibration"]["after"]
@@ -901,8 +465,8 @@ def main(argv: list[str]) -> None:
     )
     u, o = fields["uncertain"], fields["ood"]
     print(
-        f"uncertain below {u['threshold']:.4f}: {_pct(u['share_flagged'])} flagged, kept {_pct(u['accuracy_above'])} right, "
-        f"flagged {_pct(u['accuracy_below'])} right; OOD above {o['threshold']:.4f}: AUROC {o['auroc']:.4f}, "
-        f"generated flagged {_pct(o['generated_flagged'])}, validation flagged {_pct(o['validation_flagged'])}"
+        f"uncertain below {u['threshold']:.4f}: {pct(u['share_flagged'])} flagged, kept {pct(u['accuracy_above'])} right, "
+        f"flagged {pct(u['accuracy_below'])} right; OOD above {o['threshold']:.4f}: AUROC {o['auroc']:.4f}, "
+        f"generated flagged {pct(o['generated_flagged'])}, validation flagged {pct(o['validation_flagged'])}"
     )
     print(f"report: {report_dir}; metrics in {out / 'manifest.json'}")
