@@ -134,7 +134,7 @@ class EvaluationReportImage(models.Model):
 
 
 class Explanation(models.Model):
-    """What the worker computed beside a classification's prediction (classifier/explanations.py
+    """What the worker computed beside a classification's prediction (classifier/explanations/
     writes and reads it): Grad-CAM maps of the top classes, the model's input, the members' answers,
     and the "not sure" / out-of-distribution flags. A job of a bundle without ``explain`` has a row
     with ``heatmaps`` empty; jobs from before this existed have none."""

@@ -1,0 +1,86 @@
+"""Storing what the worker computed: ``predict`` (one pass of the bundle's ``explain`` for a
+batch, falling back to plain predictions) and ``explanation_create`` / ``explanations_create_many``
+(in the transaction that completes the jobs)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.db import transaction
+
+from classifier.models import Classification, Explanation
+from worker.runtime.pictures import model_input_png
+
+if TYPE_CHECKING:  # the web process never imports torch; only the worker calls predict()
+    from worker.runtime.explain import ExplainedPrediction
+    from worker.runtime.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+def predict(predictor: Predictor, images: list[np.ndarray], top_k: int) -> list[ExplainedPrediction]:
+    """The predictions of a batch with their explanations (one pass of the bundle's ``explain``).
+    An explanation that fails never fails the jobs: the plain predictions are returned then
+    (logged), and the page says no explanation is available."""
+    from worker.runtime.explain import ExplainedPrediction, predict_explained
+
+    try:
+        return predict_explained(predictor, images, top_k=top_k)
+    except Exception:  # a broken explain method must not cost the users their predictions
+        logger.exception("explain failed for bundle %s; predicting without it", predictor.bundle_dir)
+        tops = predictor.predict(images, top_k=top_k)
+        return [
+            ExplainedPrediction(predictions=top, model_input=image, num_classes=len(predictor.classes))
+            for top, image in zip(tops, images, strict=True)
+        ]
+
+
+def _quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    if not heatmaps:
+        return {}
+    maps, peaks, size = {}, {}, None
+    for label, values in heatmaps.items():
+        v = np.asarray(values, dtype=np.float64)
+        size = list(v.shape)
+        peak = float(v.max()) if v.size else 0.0
+        maps[label] = (np.round(v / peak * 255) if peak > 0 else np.zeros_like(v)).astype(int).ravel().tolist()
+        peaks[label] = peak
+    # JSON objects lose their key order in PostgreSQL's jsonb: the best-first order is kept apart
+    return {"size": size, "labels": list(maps), "maps": maps, "peak": peaks}
+
+
+def _explanation(classification: Classification, result: ExplainedPrediction) -> Explanation:
+    return Explanation(
+        classification=classification,
+        layer=result.layer[:255],
+        heatmaps=_quantised(result.heatmaps),
+        model_input=model_input_png(result.model_input),
+        members=result.members or [],
+        agree=result.agree,
+        uncertain=result.uncertain,
+        uncertain_threshold=result.thresholds.get("uncertain"),
+        ood_score=result.ood_score,
+        ood=result.ood,
+        ood_threshold=result.thresholds.get("ood"),
+        superclass=(result.superclass or "")[:64],
+        num_classes=result.num_classes,
+    )
+
+
+@transaction.atomic
+def explanation_create(*, classification: Classification, result: ExplainedPrediction) -> Explanation:
+    """Store the explanation of a completed classification (replacing an older one)."""
+    [explanation] = explanations_create_many(pairs=[(classification, result)])
+    return explanation
+
+
+@transaction.atomic
+def explanations_create_many(*, pairs: list[tuple[Classification, ExplainedPrediction]]) -> list[Explanation]:
+    """Store the explanations of a batch of completed classifications (replacing older ones) with
+    one delete and one insert."""
+    if not pairs:
+        return []
+    Explanation.objects.filter(classification__in=[c for c, _ in pairs]).delete()
+    return Explanation.objects.bulk_create([_explanation(c, r) for c, r in pairs])
