@@ -30,7 +30,8 @@ figures; headline metrics also in the manifest). The manifest's ``command`` is t
 ``--save-members`` writes each member's weights in half precision (with arch, options, classes,
 mean/std, metrics, config and its metrics.csv; no optimiser) to ``<bundle>/members/*.pt`` in
 the `ml.checkpoint` format; those files are valid input, so a bundle can be re-exported (other
-TTA, new methods, another calibration) without training. A re-export keeps report/TRAINING.md.
+TTA, new methods, another calibration) without training. A re-export keeps the old report's files
+it does not write itself (TRAINING.md, training logs and configs, ``studies/``).
 
 The module itself is `ml.bundle_module` (Member, Ensemble, build_ensemble); the calibration,
 thresholds, per-TTA-level temperatures and the bf16 check are `ml.bundle_calibration`.
@@ -221,6 +222,23 @@ def load_members(paths: list[str]) -> list[tuple[str, nn.Module, dict[str, Any],
     return loaded
 
 
+# what an export's report writes: after --no-report the old ones describe another module, so go
+REPORT_FILES = ("report.json", "report.md", "predictions.npz", "calibration.md", "calibration.json", "precision.json")
+
+
+def _restore(aside: Path | None, report_dir: Path, *, drop_report: bool = False) -> None:
+    """Move back the old report's files and folders that the new one has not written (with
+    ``drop_report``, not the evaluation files and figures of the old report either)."""
+    if aside is None:
+        return
+    for entry in sorted(aside.iterdir()):
+        stale = drop_report and (entry.name in REPORT_FILES or entry.suffix == ".png")
+        if not stale and not (report_dir / entry.name).exists():
+            report_dir.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(entry), report_dir / entry.name)
+    shutil.rmtree(aside.parent)
+
+
 @torch.inference_mode()
 def main(argv: list[str]) -> None:
     from ml import ood, plots
@@ -315,15 +333,12 @@ def main(argv: list[str]) -> None:
     name = args.name or out.resolve().name
     version = args.version or f"{name}-{datetime.now(UTC):%Y.%m.%d-%H%M}"
     command = shlex.join(["python", "-m", "ml", "export", *argv])
-    keep = {}  # a re-export keeps the hand-written training notes of the old report
-    for note in ("TRAINING.md",):
-        if (out / "report" / note).is_file():
-            keep[note] = (out / "report" / note).read_text()
-    # ... and the study reports written beside it (python -m ml study), moved aside meanwhile
-    studies_aside = None
-    if (out / "report" / "studies").is_dir():
-        studies_aside = Path(tempfile.mkdtemp(prefix="studies-", dir=out.parent)) / "studies"
-        shutil.move(str(out / "report" / "studies"), studies_aside)
+    # a re-export keeps what it does not write itself (the hand-written TRAINING.md, the training
+    # runs' logs and configs, the study reports of python -m ml study): moved aside meanwhile
+    report_aside = None
+    if (out / "report").is_dir():
+        report_aside = Path(tempfile.mkdtemp(prefix="report-", dir=out.parent)) / "report"
+        shutil.move(str(out / "report"), report_aside)
 
     temperature, fields, cal = 1.0, {}, None
     if not args.no_report:
@@ -381,10 +396,7 @@ def main(argv: list[str]) -> None:
         write_manifest(out, manifest)
     print(f"wrote {out}: {len(members)} member(s), {sum(m[1]['params'] for m in members) / 1e6:.2f} M parameters")
     if args.no_report:
-        if studies_aside is not None:
-            (out / "report").mkdir(exist_ok=True)
-            shutil.move(str(studies_aside), out / "report" / "studies")
-            studies_aside.parent.rmdir()
+        _restore(report_aside, out / "report", drop_report=True)
         return
 
     # the written bundle, through the loader the worker uses (checksum verified), must give the
@@ -420,11 +432,7 @@ def main(argv: list[str]) -> None:
             command=manifest.command,
             extra={"tta_level": level, "calibration": fields},
         )
-    for note, text in keep.items():
-        (report_dir / note).write_text(text)
-    if studies_aside is not None:
-        shutil.move(str(studies_aside), report_dir / "studies")
-        studies_aside.parent.rmdir()
+    _restore(report_aside, report_dir)
     # calibration report: on the report half only
     for key, fname, label in (
         ("before", "reliability_uncalibrated.png", "T = 1"),

@@ -182,12 +182,19 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     study = out / "report" / "studies" / "ablation"
     study.mkdir(parents=True)
     (study / "report.md").write_text("# Study: ablation\n")
+    (out / "report" / "TRAINING.md").write_text("# How it was trained\n")
+    (out / "report" / "training-log.txt").write_text("epoch 1 ...\n")
     export.main([*map(str, files), "--out", str(out), "--tta", "1", "--save-members", "--overwrite", "--no-report"])
     assert read_manifest(out).extra["tta"] == 1 and len(list((out / "members").glob("*.pt"))) == 2
     assert (study / "report.md").read_text() == "# Study: ablation\n"
+    assert (out / "report" / "training-log.txt").read_text() == "epoch 1 ...\n"
+    # without a report, the old evaluation (of another module) does not stay behind
+    assert not (out / "report" / "report.json").exists() and not list((out / "report").glob("*.png"))
     export.main([*map(str, files), "--out", str(out), "--tta", "1", "--overwrite", "--ood-per-kind", "8"])
     assert (study / "report.md").read_text() == "# Study: ablation\n" and (out / "report" / "report.json").is_file()
-    assert not list(out.parent.glob("studies-*"))  # nothing left aside
+    assert (out / "report" / "TRAINING.md").read_text() == "# How it was trained\n"
+    assert (out / "report" / "training-log.txt").is_file() and (out / "report" / "precision.json").is_file()
+    assert not list(out.parent.glob("report-*"))  # nothing left aside
 
 
 def test_flip_tta_is_tta_1_and_conflicts_with_another_level(tiny, tmp_path, capsys):
