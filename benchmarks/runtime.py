@@ -239,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated runtime precisions (auto | bf16 | fp32, worker.runtime.precision) measured one after "
         "the other in this run; the first is the baseline of the comparison (default fp32,auto)",
     )
+    parser.add_argument(
+        "--tta-levels",
+        default="",
+        help="comma-separated TTA levels to run the bundle at (worker.runtime WORKER_TTA; default: its own level)",
+    )
     args = parser.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory()
@@ -253,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = configure_threads()
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    predictors = {p: Predictor(bundle_dir, device="cpu", max_batch=max(args.batches), precision=p) for p in precisions}
-    first = predictors[precisions[0]]
+    levels = [int(v) for v in args.tta_levels.split(",") if v.strip()] or [None]
+    predictors = {
+        f"{p}" + ("" if level is None else f" tta {level}"): Predictor(
+            bundle_dir, device="cpu", max_batch=max(args.batches), precision=p, tta=level
+        )
+        for level in levels
+        for p in precisions
+    }
+    first = next(iter(predictors.values()))
     height, width = first.input_size
 
     print("== hardware")
@@ -274,11 +286,11 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {p: measure(predictor, args) for p, predictor in predictors.items()}
     if len(summary) > 1:
-        ref = precisions[0]
+        ref = next(iter(summary))
         print(f"\n== precisions against {ref} ({summary[ref]['precision']}), same run")
         for p, row in summary.items():
             print(
-                f"{p:>5} ({row['precision']}): one CIFAR image median {ms(row['one'])}"
+                f"{p:>11} ({row['precision']}, TTA {row['tta']}): one CIFAR image median {ms(row['one'])}"
                 f" = {summary[ref]['one'] / row['one']:4.2f}x faster; batch {row['batch']}:"
                 f" {row['rate']:8.1f} images/s = {row['rate'] / summary[ref]['rate']:4.2f}x"
             )
@@ -292,7 +304,11 @@ def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]
     """Latency of one image and batched throughput for one predictor (one precision)."""
     module = predictor.load().module
     height, width = predictor.input_size
-    print(f"\n######## precision {predictor.precision or 'auto'}: the module runs in {predictor.load().precision}")
+    loaded = predictor.load()
+    print(
+        f"\n######## precision {predictor.precision or 'auto'}: the module runs in {loaded.precision}"
+        f" at TTA level {loaded.tta}"
+    )
     # --------------------------------------------------------------------- latency, one image
     print(f"\n== latency of one image, {args.runs} runs after {args.warmup} warm-up")
     one = torch.from_numpy(decode_for_model(cifar_jpegs(1)[0], (height, width)))[None]
@@ -341,7 +357,7 @@ def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]
             best, med = batch / min(times), batch / statistics.median(times)
             print(f"{label:52s} {med:9.1f} images/s (median), best {best:9.1f}  = {med / single_rate:5.1f}x baseline")
         rate = batch / statistics.median(full) if batch == args.batches[0] else rate
-    return {"precision": predictor.load().precision, "one": one_cifar, "batch": args.batches[0], "rate": rate}
+    return {"precision": loaded.precision, "tta": loaded.tta, "one": one_cifar, "batch": args.batches[0], "rate": rate}
 
 
 if __name__ == "__main__":
