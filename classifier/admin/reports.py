@@ -21,6 +21,7 @@ from classifier.errors import ApplicationError, NotFoundError
 from classifier.models import EvaluationReport
 from classifier.reports import selectors, services
 from classifier.reports.markdown import render_markdown
+from classifier.responses import private_image
 
 logger = logging.getLogger(__name__)
 
@@ -226,10 +227,4 @@ class EvaluationReportAdmin(admin.ModelAdmin):
             handle = image.file.storage.open(image.file.name, "rb")
         except (NotFoundError, OSError) as exc:
             raise Http404("No such figure.") from exc
-        response = FileResponse(handle, content_type="image/png")
-        # Same headers as the upload views: never run as a page, never sniffed, never shared.
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Cross-Origin-Resource-Policy"] = "same-origin"
-        response["Cache-Control"] = "private, max-age=3600"
-        return response
+        return private_image(FileResponse(handle, content_type="image/png"))

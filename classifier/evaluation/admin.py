@@ -19,6 +19,7 @@ from classifier.errors import NotFoundError
 from classifier.evaluation import exports, plots, selectors, services
 from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction
 from classifier.reports.selectors import confusion_heatmap
+from classifier.responses import png_response
 
 DEFAULT_DRIFT_DAYS = 30
 DEFAULT_OPERATIONS_DAYS = 14
@@ -29,15 +30,6 @@ def _days(request: HttpRequest, default: int) -> int:
         return max(1, min(int(request.GET.get("days", default)), 366))
     except ValueError:
         return default
-
-
-def _png_response(data: bytes) -> HttpResponse:
-    response = HttpResponse(data, content_type="image/png")
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cross-Origin-Resource-Policy"] = "same-origin"
-    response["Cache-Control"] = "private, max-age=60"
-    return response
 
 
 @admin.action(description="Export the selected classifications as CSV")
@@ -168,7 +160,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except NotFoundError as exc:
             raise Http404("No such model version.") from exc
         drift = selectors.drift(version=version, days=_days(request, DEFAULT_DRIFT_DAYS))
-        return _png_response(plots.drift_png(drift, title=version.version))
+        return png_response(plots.drift_png(drift, title=version.version), max_age=60)
 
     def operations_view(self, request: HttpRequest) -> TemplateResponse:
         if not self.has_view_permission(request):
@@ -187,7 +179,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def operations_png_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return _png_response(plots.operations_png(selectors.operations(days=_days(request, DEFAULT_OPERATIONS_DAYS))))
+        return png_response(
+            plots.operations_png(selectors.operations(days=_days(request, DEFAULT_OPERATIONS_DAYS))), max_age=60
+        )
 
 
 @admin.register(Feedback)

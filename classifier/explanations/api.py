@@ -18,6 +18,7 @@ from classifier import selectors
 from classifier.errors import NotFoundError
 from classifier.explanations.selectors import explanation_of, explanation_summary, heatmap_labels
 from classifier.models import Classification, Explanation
+from classifier.responses import png_response
 from worker.runtime.pictures import heatmap_png
 
 ERROR_RESPONSE = inline_serializer(
@@ -154,14 +155,6 @@ class _PngApi(APIView):
         return explanation
 
 
-def _png(data: bytes) -> HttpResponse:
-    response = HttpResponse(data, content_type="image/png")
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cross-Origin-Resource-Policy"] = "same-origin"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
-
-
 PNG_RESPONSE = OpenApiResponse(OpenApiTypes.BINARY, description="A PNG image")
 
 
@@ -193,7 +186,7 @@ class HeatmapApi(_PngApi):
         if label not in maps:
             raise NotFoundError("No heatmap for this class.", {"classes": list(maps)})
         h, w = explanation.heatmaps["size"]
-        return _png(heatmap_png(np.asarray(maps[label], dtype=np.float64).reshape(h, w) / 255.0))
+        return png_response(heatmap_png(np.asarray(maps[label], dtype=np.float64).reshape(h, w) / 255.0))
 
 
 class ModelInputApi(_PngApi):
@@ -203,4 +196,4 @@ class ModelInputApi(_PngApi):
         description="The image the model saw (the centre crop, resized to its input size, e.g. 32x32).",
     )
     def get(self, request: Request, classification_id: str) -> HttpResponse:
-        return _png(bytes(self.explanation(request, classification_id).model_input))
+        return png_response(bytes(self.explanation(request, classification_id).model_input))
