@@ -47,7 +47,7 @@ import torch.nn.functional as F
 import yaml
 
 from ml import precision as prec
-from ml.augment import normalize, random_crop
+from ml.augment import cutout, normalize, random_crop
 from ml.bench import device_name
 from ml.checkpoint import save_checkpoint
 from ml.data import load_source, stratified_split
@@ -84,6 +84,7 @@ class SpeedrunConfig:
     # augmentation
     flip: bool = True  # alternating flip
     translate: int = 2  # random translation in pixels; 0 = off
+    cutout: int = 0  # zero a random square of this many pixels per image (longer runs); 0 = off
     # evaluation
     tta: int = 2  # 0 none | 1 mirror | 2 mirror + translate
     eval_every: int = 1  # evaluate every N epochs (and always at the end)
@@ -211,6 +212,8 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
                 x = random_crop(x, cfg.translate, gen)
             if cfg.flip:
                 x = alternating_flip(x, flip_base[idx], epoch)
+            if cfg.cutout:
+                x = cutout(x, cfg.cutout, gen)
             y = train_y[idx]
             factor = triangle(step, total_steps)
             for g in opt.param_groups:
