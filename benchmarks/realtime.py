@@ -12,7 +12,11 @@ client thread) to each, at each ``--concurrency`` level:
   PostgreSQL (database ``--database``, dropped and recreated), Redis (``--broker``) for the
   queue and the push, one Celery worker with micro-batching (``--batch-size``,
   ``--batch-wait-ms``). A request is ``POST /api/v1/classifications/?wait=30``; it counts when
-  the answer is 202 with the job ``done``.
+  the answer is 202 with the job ``done`` (the answer with the members, agreement, "not sure" and
+  OOD; Grad-CAM maps are the API's ``?explain=true``).
+* **product+maps** (``--with-heatmaps``): the same server, ``?wait=30&explain=true`` as the web
+  form asks: the answer still comes first, the maps are drawn after it by the same worker. The
+  next phase starts only when every map is drawn.
 * **naive** baseline: `benchmarks.naive_app`, the model inside the request, one image per forward
   pass, under gunicorn ``--naive-workers`` x ``--naive-threads`` (gthread). A request counts when
   it answers 200 with predictions.
@@ -184,6 +188,7 @@ class Phase:
     wall: float = 0.0
     load_start: str = ""
     load_end: str = ""
+    maps_s: float | None = None  # product+maps: how long after the phase the last map was drawn
 
     @property
     def ok(self) -> int:
@@ -200,13 +205,17 @@ class Phase:
 def one_request(api: Api, server: str, name: str, image: bytes, wait: float) -> tuple[bool, str, str | None]:
     """(ok, error, job id) of one classification, end to end."""
     body, headers = multipart(name, image)
-    path = "/api/v1/classifications/" + (f"?wait={wait:g}" if server == "product" else "")
+    path = "/api/v1/classifications/"
+    if server == "product":
+        path += f"?wait={wait:g}"
+    elif server == "product+maps":
+        path += f"?wait={wait:g}&explain=true"
     try:
         status, data = api.request("POST", path, body, headers)
     except Exception as exc:
         return False, f"transport {type(exc).__name__}", None
     job_id = data.get("id") if isinstance(data, dict) else None
-    expected = 202 if server == "product" else 200
+    expected = 202 if server.startswith("product") else 200
     if status != expected:
         return False, f"HTTP {status}", job_id
     if not isinstance(data, dict) or data.get("status") != "done" or not data.get("predictions"):
@@ -255,6 +264,21 @@ def warm_up(api: Api, server: str, images: list[tuple[str, bytes]], n: int, wait
         run_phase(api, server, clients, images, n, wait, offset=len(images) // 2)
 
 
+def wait_for_maps(api: Api, ids: list[str], timeout: float = 600.0) -> float:
+    """Seconds until no job among ``ids`` has heatmaps pending (the worker is idle again)."""
+    t0 = time.perf_counter()
+    wanted = set(ids)
+    while time.perf_counter() - t0 < timeout:
+        jobs = api.all_jobs()
+        pending = [
+            i for i in wanted if ((jobs.get(i) or {}).get("explanation") or {}).get("heatmaps_status") == "pending"
+        ]
+        if not pending:
+            break
+        time.sleep(0.5)
+    return time.perf_counter() - t0
+
+
 # ----------------------------------------------------------------------------- where the product's time went
 def breakdown(phase: Phase, jobs: dict[str, dict]) -> str:
     rows = [jobs[i] for i in phase.job_ids if i in jobs and jobs[i]["status"] == "done"]
@@ -292,8 +316,8 @@ def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | N
         )
     lines += ["", "## Ratios (product / naive)", ""]
     by = {(p.server, p.clients): p for p in phases}
-    for clients in args.concurrency:
-        prod, naive = by.get(("product", clients)), by.get(("naive", clients))
+    for clients, server in ((c, s) for c in args.concurrency for s in ("product", "product+maps")):
+        prod, naive = by.get((server, clients)), by.get(("naive", clients))
         if not (prod and naive and prod.ok and naive.ok):
             continue
         lat, thr = prod.p(50) / naive.p(50), prod.throughput / naive.throughput
@@ -306,14 +330,18 @@ def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | N
             verdict = "met" if thr >= TARGET_THROUGHPUT_RATIO else "missed"
             notes.append(f"target throughput ratio ≥ {TARGET_THROUGHPUT_RATIO:g}: {verdict}")
         lines.append(
-            f"- {clients} client(s): p50 {lat:.2f}x, p95 {prod.p(95) / naive.p(95):.2f}x, throughput {thr:.2f}x"
-            + (f" ({'; '.join(notes)})" if notes else "")
+            f"- {clients} client(s), {server}: p50 {lat:.2f}x, p95 {prod.p(95) / naive.p(95):.2f}x, "
+            f"throughput {thr:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
         )
     if jobs is not None:
         lines += ["", "## Where the product's time went (from the jobs' timestamps)", ""]
         for ph in phases:
-            if ph.server == "product":
-                lines.append(f"- {ph.clients} client(s): {breakdown(ph, jobs)}")
+            if ph.server.startswith("product"):
+                lines.append(f"- {ph.clients} client(s), {ph.server}: {breakdown(ph, jobs)}")
+                if ph.maps_s is not None:
+                    lines.append(
+                        f"  (the maps of the last answers were all drawn {ph.maps_s:.1f} s after the phase ended)"
+                    )
     if lost is not None:
         lines += ["", f"**Lost product jobs: {lost}** (accepted - done, checked against the API after the run)."]
     return "\n".join(lines) + "\n"
@@ -347,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (Markdown); '-' for none")
     parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--with-heatmaps", action="store_true", help="also a product+maps phase per level (?explain=true)"
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or any(c < 1 for c in args.concurrency):
         parser.error("--requests and --concurrency must be positive")
@@ -387,12 +418,18 @@ def main(argv: list[str] | None = None) -> int:
         naive_url = start_naive(args, stack, bundle)
         log(f"product on {product_url}, naive on {naive_url}; logs in {workdir}")
         apis = {"product": Api(product_url, token, timeout=args.wait + 30), "naive": Api(naive_url, "-", timeout=60)}
+        apis["product+maps"] = apis["product"]
+        servers = ("naive", "product", "product+maps") if args.with_heatmaps else ("naive", "product")
         for clients in args.concurrency:
-            for server in ("naive", "product"):
+            for server in servers:
                 stack.check_alive()
                 warm_up(apis[server], server, images, args.warmup, args.wait, clients)
+                if server == "product+maps":
+                    wait_for_maps(apis[server], list(apis[server].all_jobs()))
                 log(f"{server}: {args.requests} requests from {clients} client(s)")
                 phase = run_phase(apis[server], server, clients, images, args.requests, args.wait, offset=0)
+                if server == "product+maps":
+                    phase.maps_s = wait_for_maps(apis[server], phase.job_ids)
                 phases.append(phase)
                 log(
                     f"{server} x{clients}: ok {phase.ok}, errors {sum(phase.errors.values())}, "
@@ -401,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 if out:
                     write_atomically(out, render(args, meta, phases, None, None, done=False))
         jobs = apis["product"].all_jobs()
-        accepted = {i for ph in phases if ph.server == "product" for i in ph.job_ids}
+        accepted = {i for ph in phases if ph.server.startswith("product") for i in ph.job_ids}
         lost = sum(1 for i in accepted if jobs.get(i, {}).get("status") != "done")
         meta.append(f"load average at the end {load_average()}")
         text = render(args, meta, phases, jobs, lost, done=True)

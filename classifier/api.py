@@ -45,10 +45,27 @@ ERROR_RESPONSE = inline_serializer(
 
 
 class WaitInputSerializer(serializers.Serializer):
+    """Query parameters that, when present, need a value: ``?wait=`` is an error, not "no wait"."""
+
+    def to_internal_value(self, data):
+        blank = [name for name in self.fields if name in data and data.get(name) == ""]
+        if blank:
+            raise serializers.ValidationError({name: ["This parameter needs a value."] for name in blank})
+        return super().to_internal_value(data)
+
     wait = serializers.FloatField(
         required=False,
         min_value=0,
         help_text="Seconds to wait for the job to finish before answering (capped by API_MAX_WAIT_SECONDS).",
+    )
+
+
+class CreateQuerySerializer(WaitInputSerializer):
+    explain = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Also compute the Grad-CAM heatmaps (after the answer, which they never delay; "
+        "or later: POST explanation.request_url). The members, agreement, uncertain and ood come either way.",
     )
 
 
@@ -150,7 +167,7 @@ class ClassificationCollectionApi(APIView):
             "field) is refused with 400 and the code `one_image_per_request`, and nothing is stored or queued."
         ),
         request={"multipart/form-data": CreateInputSerializer},
-        parameters=[WaitInputSerializer],
+        parameters=[CreateQuerySerializer],
         responses={
             202: ClassificationOutputSerializer,
             400: OpenApiResponse(
@@ -165,12 +182,14 @@ class ClassificationCollectionApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        wait = WaitInputSerializer(data=request.query_params)
-        wait.is_valid(raise_exception=True)
+        query = CreateQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         _refuse_more_than_one_file(request)
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        classification = services.classification_create(owner=request.user, upload=serializer.validated_data["image"])
+        classification = services.classification_create(
+            owner=request.user, upload=serializer.validated_data["image"], heatmaps=query.validated_data["explain"]
+        )
         if settings.CELERY_TASK_ALWAYS_EAGER:
             # In-process mode ran the task on commit, inside classification_create: answer that row.
             # (With a worker the job is queued; answering "queued" then does not race the worker.)

@@ -24,6 +24,11 @@ urlpatterns = [
     ),
     path("frames/", live_api.frame_view(live_api.FrameApi.as_view()), name="frame-classify"),
     path(
+        "classifications/<str:classification_id>/explanation/",
+        explanations.ExplanationRequestApi.as_view(),
+        name="classification-explanation",
+    ),
+    path(
         "classifications/<str:classification_id>/heatmap.png",
         explanations.HeatmapApi.as_view(),
         name="classification-heatmap",

@@ -4,9 +4,11 @@
 for several jobs at once: one transaction marks them all running (with the same rules as
 `services.classification_start`: finished jobs are skipped, jobs out of attempts end failed,
 a job found ``running`` is taken over), then each image is read and decoded on its own, the
-model runs once (`worker.runtime.batching.predict_batch`), and one transaction records every
-result with one bulk update. A job whose image is missing or corrupt fails alone, with its
-reason; the others complete. Every change is pushed to waiters on commit.
+model runs once (`worker.runtime.batching.predict_batch`, the bundle's plain ``scores`` pass),
+and one transaction records every result with one bulk update. A job whose image is missing or
+corrupt fails alone, with its reason; the others complete. Every change is pushed to waiters on
+commit. Only then are the Grad-CAM maps of the jobs that asked for them computed (one explain
+pass, classifier/explanations/heatmaps.py) and pushed in their turn: the answer never waits for them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from django.utils import timezone
 
 from classifier import explanations, services
 from classifier.evaluation import services as evaluation
+from classifier.explanations import heatmaps
 from classifier.models import Classification
 from worker.runtime.images import ImageRejected
 
@@ -68,8 +71,9 @@ def classifications_finish_many(
     explained: dict[str, ExplainedPrediction] | None = None,
 ) -> list[Classification]:
     """Record each job's predictions (best first) or failure message; only running jobs change.
-    ``explained`` (job id -> the worker's explanation) is stored in the same transaction, so an
-    explanation is visible together with its result, never after it."""
+    ``explained`` (job id -> the worker's explanation) is stored in the same transaction, so the
+    members, agreement and flags are visible together with the result, never after it (the maps
+    may follow: ``Explanation.heatmaps_status``)."""
     now = timezone.now()
     rows = Classification.objects.select_for_update().filter(id__in=list(results), status=Status.RUNNING)
     bundle_version_id = None
@@ -148,7 +152,7 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
             images,
             top_k=settings.PREDICTION_TOP_K,
             max_pixels=settings.MAX_IMAGE_PIXELS,
-            run=lambda arrays, k: explanations.predict(predictor, arrays, top_k=k),
+            run=lambda arrays, k: explanations.predict(predictor, arrays, top_k=k, heatmaps=False),
         )
         for classification, output in zip(readable, outputs, strict=True):
             if isinstance(output, ImageRejected):
@@ -159,4 +163,14 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
                 results[str(classification.id)] = output.predictions
                 explained[str(classification.id)] = output
     finished = classifications_finish_many(results=results, model_version=version, explained=explained)
+    # Committed and pushed: now the maps, for the jobs that asked and whose bundle can draw them.
+    wanted = [
+        (c, explained[str(c.id)].model_input)
+        for c in finished
+        if c.status == Status.DONE
+        and str(c.id) in explained
+        and heatmaps.initial_status(c, explained[str(c.id)]) == heatmaps.HeatmapsStatus.PENDING
+    ]
+    if wanted:
+        explanations.heatmaps_compute(predictor=predictor, jobs=wanted)
     return {str(c.id): c for c in finished}

@@ -45,6 +45,9 @@ class Classification(models.Model):
         "classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="classifications"
     )
     error = models.TextField(blank=True)  # a message a person can act on
+    # Grad-CAM heatmaps asked for at upload (the web form: yes; the API: ?explain=true). They are
+    # computed after the answer is stored and pushed, so asking never delays the answer.
+    heatmaps_requested = models.BooleanField(default=True)
     attempts = models.PositiveIntegerField(default=0)
 
     # Set before the row is saved (not auto_now_add) because the storage paths above use it.
@@ -136,8 +139,15 @@ class EvaluationReportImage(models.Model):
 class Explanation(models.Model):
     """What the worker computed beside a classification's prediction (classifier/explanations/
     writes and reads it): Grad-CAM maps of the top classes, the model's input, the members' answers,
-    and the "not sure" / out-of-distribution flags. A job of a bundle without ``explain`` has a row
-    with ``heatmaps`` empty; jobs from before this existed have none."""
+    and the "not sure" / out-of-distribution flags. The row is stored with the answer; the heatmaps
+    follow it (``heatmaps_status``). A job of a bundle without ``explain`` has a row with
+    ``heatmaps`` empty; jobs from before this existed have none."""
+
+    class HeatmapsStatus(models.TextChoices):
+        PENDING = "pending", "Being computed"  # the answer is stored; the maps follow
+        READY = "ready", "Ready"
+        NOT_REQUESTED = "not_requested", "Not requested"  # an API job without ?explain=true
+        UNAVAILABLE = "unavailable", "Unavailable"  # the bundle has no explain method, or it failed
 
     classification = models.OneToOneField(
         Classification, on_delete=models.CASCADE, primary_key=True, related_name="explanation"
@@ -145,6 +155,8 @@ class Explanation(models.Model):
     layer = models.CharField(max_length=255, blank=True)  # the cam layer(s) the maps explain
     # {"size": [h, w], "maps": {label: [h*w ints 0-255, row-major]}, "peak": {label: float}}; labels best first
     heatmaps = models.JSONField(default=dict, blank=True)
+    heatmaps_status = models.CharField(max_length=16, choices=HeatmapsStatus.choices, default=HeatmapsStatus.READY)
+    heatmaps_requested_at = models.DateTimeField(null=True, blank=True)  # when the pending maps were asked for
     model_input = models.BinaryField(blank=True)  # PNG of the H x W input the model saw
     members = models.JSONField(default=list, blank=True)  # [{"arch", "label", "probability"}] per member
     agree = models.PositiveSmallIntegerField(null=True)  # members whose top class is the ensemble's

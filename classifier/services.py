@@ -90,8 +90,9 @@ def enqueue_classification(classification_id: uuid.UUID | str) -> bool:
 
 
 @transaction.atomic
-def classification_create(*, owner, upload: UploadedFile) -> Classification:
+def classification_create(*, owner, upload: UploadedFile, heatmaps: bool = True) -> Classification:
     """Validate an uploaded image, store it and its thumbnail under the job's UUID, and queue it.
+    ``heatmaps``: compute the Grad-CAM maps too, after the answer (classifier/explanations/heatmaps.py).
 
     Raises ApplicationError (400) with a message for the user when the file is not an image we
     accept; nothing is stored or queued then.
@@ -129,6 +130,7 @@ def classification_create(*, owner, upload: UploadedFile) -> Classification:
         image_width=info.width,
         image_height=info.height,
         original_filename=(upload.name or "")[:255],
+        heatmaps_requested=heatmaps,
     )
     classification.last_enqueued_at = classification.created_at
     # The storage names come from upload_path/thumbnail_path: date + UUID + our own extension.

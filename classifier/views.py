@@ -266,6 +266,11 @@ def upload(request: HttpRequest) -> HttpResponse:
 def result(request: HttpRequest, id: UUID) -> HttpResponse:
     classification = _own_classification(request, id)
     finished = classification.status in (Classification.Status.DONE, Classification.Status.FAILED)
+    explanation = explanations.explanation_of(classification)
+    if explanation is not None and explanation.heatmaps_status == explanation.HeatmapsStatus.NOT_REQUESTED:
+        # The owner is looking at the page of a job uploaded without maps (the API's default): draw them now.
+        explanations.heatmaps_request(classification=classification)
+        explanation.refresh_from_db()
     context = {
         "c": classification,
         "finished": finished,
@@ -278,7 +283,7 @@ def result(request: HttpRequest, id: UUID) -> HttpResponse:
             "classifier:image" if classification.image_format in BROWSER_IMAGE_FORMATS else "classifier:thumbnail",
             kwargs={"id": classification.id},
         ),
-        "explanation": explanations.explanation_summary(classification, explanations.explanation_of(classification)),
+        "explanation": explanations.explanation_summary(classification, explanation),
     }
     return render(request, "classifier/result.html", context)
 

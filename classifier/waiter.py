@@ -10,8 +10,10 @@ waiting client costs a coroutine, not a worker thread. Database reads go through
   and answers at once; if the caller asked to ``wait`` and the job is not finished, the wrapper
   awaits it and swaps the fresh row into the (not yet rendered) response.
 * `job_event_stream` is the body of a ``text/event-stream`` response: one ``job`` event per
-  change of each watched job (the API's JSON for it), ``: keepalive`` comments, and ``end`` when
-  every watched job has finished (or after ``LIVE_STREAM_SECONDS``; EventSource reconnects then).
+  change of each watched job (the API's JSON for it: its status, and the heatmaps that follow a
+  finished job's answer), ``: keepalive`` comments, and ``end`` when every watched job has
+  settled (finished, no heatmaps pending; or after ``LIVE_STREAM_SECONDS``: EventSource
+  reconnects then).
 """
 
 from __future__ import annotations
@@ -103,6 +105,16 @@ def waiting_view(view: Callable) -> Callable:
 
 
 # ----------------------------------------------------------------------------- server-sent events
+def settled(data: dict) -> bool:
+    """The job is finished and nothing more is on its way (no heatmaps pending after the answer)."""
+    explanation = data.get("explanation") or {}
+    return data.get("status") in FINISHED and explanation.get("heatmaps_status") != "pending"
+
+
+def _state(data: dict) -> tuple[str, str | None]:
+    return data.get("status"), (data.get("explanation") or {}).get("heatmaps_status")
+
+
 def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, cls=JSONEncoder, separators=(',', ':'))}\n\n"
 
@@ -123,11 +135,13 @@ async def job_event_stream(request, user, ids: list[str], *, duration: float | N
     async with await push.subscribe(ids) as sub:
         yield f"retry: {settings.LIVE_RETRY_MS}\n\n"
         rows = await sync_to_async(_rows)(request, user, ids)
-        seen: dict[str, str] = {}
+        seen: dict[str, tuple] = {}
+        pending: set[str] = set()
         for job_id, data in rows.items():
-            seen[job_id] = data["status"]
+            seen[job_id] = _state(data)
             yield sse("job", data)
-        pending = {job_id for job_id, status in seen.items() if status not in FINISHED}
+            if not settled(data):
+                pending.add(job_id)
         while pending and time.monotonic() < deadline:
             message = await sub.next(min(keepalive, deadline - time.monotonic()))
             check = [message[0]] if message is not None and message[0] in pending else sorted(pending)
@@ -135,10 +149,10 @@ async def job_event_stream(request, user, ids: list[str], *, duration: float | N
                 yield ": keepalive\n\n"
             fresh = await sync_to_async(_rows)(request, user, check)
             for job_id, data in fresh.items():
-                if data["status"] != seen.get(job_id) or message is not None:
-                    seen[job_id] = data["status"]
+                if _state(data) != seen.get(job_id) or message is not None:
+                    seen[job_id] = _state(data)
                     yield sse("job", data)
-                if data["status"] in FINISHED:
+                if settled(data):
                     pending.discard(job_id)
             for job_id in set(check) - set(fresh):  # deleted meanwhile
                 pending.discard(job_id)

@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from classifier import batches, frames, services
+from classifier import batches, explanations, frames, services
 from worker import batch_queue
 from worker.celery import app
 
@@ -77,6 +77,21 @@ def classify(self, classification_id: str) -> str | None:
     return classification.status if classification is not None else None
 
 
+@app.task(
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=settings.CLASSIFY_SOFT_TIME_LIMIT,
+    time_limit=settings.CLASSIFY_TIME_LIMIT,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    max_retries=5,
+)
+def explain(classification_id: str) -> None:
+    """Compute the Grad-CAM maps a finished job was asked for later (classifier/explanations/heatmaps.py).
+    Safe to run twice: maps that are no longer pending are left as they are."""
+    explanations.heatmaps_process(classification_id=classification_id)
+
+
 @app.task(acks_late=False, ignore_result=True, soft_time_limit=10, time_limit=15)
 def classify_frame(frame_id: str, image_b64: str) -> None:
     """Classify one live camera frame and push the answer (classifier/frames.py). Nothing is stored;
@@ -88,6 +103,7 @@ def classify_frame(frame_id: str, image_b64: str) -> None:
 def requeue_stuck() -> dict[str, int]:
     """Periodic (celery beat): re-queue jobs stuck in queued/running; fail those out of attempts."""
     counts = services.classifications_requeue_stuck()
+    counts["heatmaps"] = explanations.heatmaps_requeue_stale()
     if any(counts.values()):
         logger.warning("requeue_stuck: %s", counts)
     return counts

@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from classifier import selectors
@@ -54,7 +56,14 @@ class AgreementSerializer(serializers.Serializer):
 
 
 class ExplanationSerializer(serializers.Serializer):
-    available = serializers.BooleanField(help_text="False when the model bundle has no explain method")
+    available = serializers.BooleanField(help_text="True once the heatmaps are stored (heatmaps_status ready)")
+    heatmaps_status = serializers.ChoiceField(
+        choices=Explanation.HeatmapsStatus.choices,
+        help_text="pending: the answer is out, the Grad-CAM maps follow (watch the job or wait on it again); "
+        "not_requested: upload with ?explain=true, or POST request_url; unavailable: the bundle cannot "
+        "draw them (no explain method, or it failed)",
+    )
+    request_url = serializers.URLField(help_text="POST here to have the heatmaps computed (owner only)")
     method = serializers.CharField(allow_null=True, help_text='"grad-cam"')
     layer = serializers.CharField(allow_null=True, help_text="The layer(s) the heatmaps explain")
     class_ = serializers.CharField(allow_null=True, help_text="The class of heatmap_url (the top class)")
@@ -92,7 +101,18 @@ class ExplanationFieldsSerializer(serializers.Serializer):
         s = self._summary(obj)
         if s is None:
             return None
-        keys = ("available", "method", "layer", "class", "heatmap_url", "heatmaps", "map_size", "model_input_url")
+        keys = (
+            "available",
+            "heatmaps_status",
+            "request_url",
+            "method",
+            "layer",
+            "class",
+            "heatmap_url",
+            "heatmaps",
+            "map_size",
+            "model_input_url",
+        )
         return {k: s[k] for k in keys}
 
     @extend_schema_field(MemberSerializer(many=True))
@@ -197,3 +217,48 @@ class ModelInputApi(_PngApi):
     )
     def get(self, request: Request, classification_id: str) -> HttpResponse:
         return png_response(bytes(self.explanation(request, classification_id).model_input))
+
+
+class ExplanationRequestApi(APIView):
+    """Ask for the Grad-CAM heatmaps of one of the caller's classifications (computed by a worker
+    after the answer; the job's ``explanation.heatmaps_status`` says when they are there)."""
+
+    @extend_schema(
+        operation_id="classifications_explanation_request",
+        request=None,
+        responses={
+            202: inline_serializer(
+                "ExplanationRequested",
+                fields={
+                    "heatmaps_status": serializers.ChoiceField(choices=Explanation.HeatmapsStatus.choices),
+                    "classification": serializers.URLField(),
+                },
+            ),
+            401: ERROR_RESPONSE,
+            404: ERROR_RESPONSE,
+            409: OpenApiResponse(ERROR_RESPONSE, description="The classification failed: nothing to explain"),
+        },
+        description="Idempotent: heatmaps that are ready or being computed are left alone. For a job "
+        "still queued or running they are computed right after its answer. Watch the job (GET it with "
+        "?wait=, or the page's event stream) until explanation.heatmaps_status is ready or unavailable.",
+    )
+    def post(self, request: Request, classification_id: str) -> Response:
+        from classifier.errors import ApplicationError
+        from classifier.explanations.heatmaps import heatmaps_request
+
+        classification = selectors.classification_get(user=request.user, id=classification_id)
+        if classification.status == Classification.Status.FAILED:
+            raise ApplicationError(
+                "This classification failed, so there is nothing to explain. Upload the image again.",
+                code="classification_failed",
+                status_code=409,
+            )
+        status = heatmaps_request(classification=classification)
+        url = reverse("api:classification-detail", kwargs={"classification_id": classification.id})
+        return Response(
+            {
+                "heatmaps_status": status or Explanation.HeatmapsStatus.PENDING,
+                "classification": request.build_absolute_uri(url),
+            },
+            status=202,
+        )

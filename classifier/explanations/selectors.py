@@ -58,6 +58,8 @@ def explanation_summary(
     members = explanation.members or []
     return {
         "available": bool(heatmaps),
+        "heatmaps_status": explanation.heatmaps_status,
+        "request_url": url("api:classification-explanation"),
         "method": "grad-cam" if heatmaps else None,
         "layer": explanation.layer or None,
         "class": heatmaps[0]["label"] if heatmaps else None,

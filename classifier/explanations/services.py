@@ -1,6 +1,7 @@
-"""Storing what the worker computed: ``predict`` (one pass of the bundle's ``explain`` for a
-batch, falling back to plain predictions) and ``explanation_create`` / ``explanations_create_many``
-(in the transaction that completes the jobs)."""
+"""Storing what the worker computed: ``predict`` (one pass of the bundle's ``scores`` for a batch,
+or of ``explain`` with ``heatmaps=True``, falling back to plain predictions) and
+``explanation_create`` / ``explanations_create_many`` (in the transaction that completes the jobs;
+the heatmaps follow, classifier/explanations/heatmaps.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import transaction
+from django.utils import timezone
 
 from classifier.models import Classification, Explanation
 from worker.runtime.pictures import model_input_png
@@ -20,14 +22,17 @@ if TYPE_CHECKING:  # the web process never imports torch; only the worker calls 
 logger = logging.getLogger(__name__)
 
 
-def predict(predictor: Predictor, images: list[np.ndarray], top_k: int) -> list[ExplainedPrediction]:
-    """The predictions of a batch with their explanations (one pass of the bundle's ``explain``).
-    An explanation that fails never fails the jobs: the plain predictions are returned then
-    (logged), and the page says no explanation is available."""
+def predict(
+    predictor: Predictor, images: list[np.ndarray], top_k: int, *, heatmaps: bool = False
+) -> list[ExplainedPrediction]:
+    """The predictions of a batch with the members, agreement, "not sure" and OOD (one pass of the
+    bundle's ``scores``; ``heatmaps=True``: of ``explain``, with the Grad-CAM maps). An
+    explanation that fails never fails the jobs: the plain predictions are returned then (logged),
+    and the page says no explanation is available."""
     from worker.runtime.explain import ExplainedPrediction, predict_explained
 
     try:
-        return predict_explained(predictor, images, top_k=top_k)
+        return predict_explained(predictor, images, top_k=top_k, heatmaps=heatmaps)
     except Exception:  # a broken explain method must not cost the users their predictions
         logger.exception("explain failed for bundle %s; predicting without it", predictor.bundle_dir)
         tops = predictor.predict(images, top_k=top_k)
@@ -37,7 +42,7 @@ def predict(predictor: Predictor, images: list[np.ndarray], top_k: int) -> list[
         ]
 
 
-def _quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
     if not heatmaps:
         return {}
     maps, peaks, size = {}, {}, None
@@ -52,10 +57,15 @@ def _quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
 
 
 def _explanation(classification: Classification, result: ExplainedPrediction) -> Explanation:
+    from classifier.explanations.heatmaps import initial_status
+
+    status = initial_status(classification, result)
     return Explanation(
         classification=classification,
         layer=result.layer[:255],
-        heatmaps=_quantised(result.heatmaps),
+        heatmaps=quantised(result.heatmaps),
+        heatmaps_status=status,
+        heatmaps_requested_at=timezone.now() if status == Explanation.HeatmapsStatus.PENDING else None,
         model_input=model_input_png(result.model_input),
         members=result.members or [],
         agree=result.agree,

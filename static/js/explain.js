@@ -1,6 +1,7 @@
-// Result page explanation: the heatmap's opacity slider and class picker. When the job finishes
-// while the page is open (result.js updates data-status), fetch the job from the API once and
-// draw the explanation (flags, heatmap over the upload, model's-eye view, agreement) without a reload.
+// Result page explanation: the heatmap's opacity slider and class picker. While the job is not
+// finished, or its Grad-CAM maps are still being drawn (they follow the answer), follow it
+// (live.js) and redraw the explanation (flags, heatmap over the upload, model's-eye view,
+// agreement) each time its heatmaps' state changes, without a reload.
 (function () {
   "use strict";
 
@@ -32,11 +33,13 @@
     var exp = data.explanation;
     var details = document.querySelector(".result-details");
     var predictions = document.getElementById("predictions");
-    if (data.ood && details && predictions) {
+    slot.textContent = "";
+    slot.setAttribute("data-heatmaps", exp ? exp.heatmaps_status : "");
+    if (data.ood && details && predictions && !document.getElementById("ood-notice")) {
       details.insertBefore(el("div", { "class": "notice notice-ood", id: "ood-notice", role: "alert" },
         "This doesn't look like any of the classes I know. The answer below is the closest of them."), predictions);
     }
-    if (data.uncertain && details && predictions) {
+    if (data.uncertain && details && predictions && !document.getElementById("uncertain-notice")) {
       details.insertBefore(el("div", { "class": "notice notice-uncertain", id: "uncertain-notice", role: "status" },
         "Not sure. The model's calibrated confidence is under its threshold."), predictions);
     }
@@ -66,11 +69,30 @@
       eye.appendChild(el("figcaption", { "class": "muted" }, "What the model saw: the centre, shrunk to its input size."));
       grid.appendChild(eye);
       slot.appendChild(grid);
+    } else if (exp && exp.heatmaps_status === "pending") {
+      var wait = el("p", { "class": "pending", id: "heatmaps-pending" });
+      wait.appendChild(el("span", { "class": "spinner", "aria-hidden": "true" }));
+      wait.appendChild(document.createTextNode(" Drawing the heatmaps (where the evidence for each class lies)…"));
+      slot.appendChild(wait);
+      var seen = el("figure", { "class": "model-eye" });
+      seen.appendChild(el("img", { "class": "pixelated", src: exp.model_input_url, alt: "The input the model saw", width: "160", height: "160" }));
+      seen.appendChild(el("figcaption", { "class": "muted" }, "What the model saw."));
+      slot.appendChild(seen);
     } else {
       slot.appendChild(el("p", { "class": "muted", id: "no-explanation" }, "No explanation is available for this model."));
     }
     if (data.agreement) {
-      slot.appendChild(el("p", { "class": "agreement", id: "agreement" }, data.agreement.text));
+      var agreement = el("p", { "class": "agreement", id: "agreement" });
+      agreement.appendChild(el("strong", {}, data.agreement.text));
+      if (data.superclass) agreement.appendChild(document.createTextNode(" Superclass: " + data.superclass + "."));
+      slot.appendChild(agreement);
+    }
+    if (data.members && data.members.length > 1) {
+      var list = el("ul", { "class": "members", id: "members" });
+      data.members.forEach(function (m, i) {
+        list.appendChild(el("li", {}, "Member " + (i + 1) + " (" + m.arch + "): " + m.label + " " + (m.probability * 100).toFixed(1) + "%"));
+      });
+      slot.appendChild(list);
     }
     slot.classList.remove("hidden");
     wire();
@@ -79,17 +101,18 @@
   document.addEventListener("DOMContentLoaded", function () {
     wire();
     var root = document.getElementById("result");
-    var slot = document.getElementById("explanation-slot");
-    if (!root || !slot) return;
+    var slot = document.getElementById("explanation") || document.getElementById("explanation-slot");
+    if (!root || !slot || typeof window.watchJob !== "function") return;
+    var status = root.getAttribute("data-status");
+    var drawn = status === "done" ? slot.getAttribute("data-heatmaps") || "" : null;
+    if (status === "failed" || (status === "done" && drawn !== "pending")) return;
     var thumb = document.querySelector(".result-image img");
-    var observer = new MutationObserver(function () {
-      if (root.getAttribute("data-status") !== "done") return;
-      observer.disconnect();
-      fetch(root.getAttribute("data-api-url"), { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (response) { return response.ok ? response.json() : null; })
-        .then(function (data) { if (data) draw(slot, data, thumb ? thumb.getAttribute("src") : ""); })
-        .catch(function () { /* the explanation shows on the next visit */ });
+    window.watchJob(root.getAttribute("data-id"), function (data) {
+      if (data.status !== "done") return;
+      var state = data.explanation ? data.explanation.heatmaps_status : "";
+      if (state === drawn) return;
+      drawn = state;
+      draw(slot, data, thumb ? thumb.getAttribute("src") : "");
     });
-    observer.observe(root, { attributes: true, attributeFilter: ["data-status"] });
   });
 })();

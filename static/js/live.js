@@ -1,5 +1,5 @@
 // live.js: window.watchJob(id, onUpdate) calls onUpdate(job) with the API's JSON for the job each
-// time it changes, until it is done or failed. Pushed by the server (server-sent events from
+// time it changes, until it is done or failed and no heatmaps are pending. Pushed by the server (server-sent events from
 // /classifications/events); where EventSource is missing or the stream keeps failing, it polls
 // /api/v1/classifications/<id>/ instead. Calls made in the same tick share one stream, so a
 // page watching twenty jobs holds one connection, not twenty.
@@ -14,6 +14,12 @@
   var MAX_STREAM_ERRORS = 3; // consecutive errors without an event before falling back to polling
 
   var waiting = {}; // id -> [onUpdate, ...] registered in this tick
+
+  // Settled: finished, and no heatmaps on their way (they follow a done job's answer).
+  function settled(data) {
+    var exp = data && data.explanation;
+    return !!FINISHED[data.status] && !(exp && exp.heatmaps_status === "pending");
+  }
   var scheduled = false;
 
   function notify(callbacks, data) {
@@ -36,7 +42,7 @@
       .then(function (data) {
         if (!data) return;
         notify(callbacks, data);
-        if (!FINISHED[data.status]) window.setTimeout(function () { poll(id, callbacks, MIN_DELAY); }, MIN_DELAY);
+        if (!settled(data)) window.setTimeout(function () { poll(id, callbacks, MIN_DELAY); }, MIN_DELAY);
       })
       .catch(function () {
         var next = Math.min(delay * 2, MAX_DELAY);
@@ -54,7 +60,7 @@
     source.addEventListener("job", function (event) {
       errors = 0;
       var data = JSON.parse(event.data);
-      if (FINISHED[data.status]) finished[data.id] = true;
+      if (settled(data)) finished[data.id] = true;
       if (group[data.id]) notify(group[data.id], data);
     });
     source.addEventListener("end", function () { source.close(); });

@@ -194,7 +194,9 @@
       } else if (data.status === "failed") {
         box.appendChild(el("span", "file-error", data.error || "Classification failed."));
       }
-      var link = el("a", "file-link", "Details");
+      // The same link element on every redraw: a click that lands while an update redraws the
+      // card still follows it.
+      var link = item.link || (item.link = el("a", "file-link", "Details"));
       link.href = resultUrl.replace("00000000-0000-0000-0000-000000000000", data.id);
       link.setAttribute("aria-label", "Details of " + item.file.name);
       box.appendChild(link);

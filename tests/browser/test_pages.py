@@ -103,6 +103,7 @@ def test_sign_up_upload_and_watch_the_result_arrive(
     assert set(labels) <= set(CIFAR10_CLASSES) and len(set(labels)) == 5
     job = Classification.objects.get(pk=job_id)
     assert labels[0] == job.top_label
+    assert job.heatmaps_requested and job.explanation.heatmaps_status == "ready"  # the form asks for the maps
     assert browser.find_element(By.ID, "model-version").text == job.model_version == "tiny-test-0"
     assert browser.find_element(By.ID, "run-time").text.endswith(" s")
     assert not browser.find_element(By.ID, "pending").is_displayed()
@@ -184,3 +185,42 @@ def test_result_page_reloads_itself_without_javascript(
     # The <noscript> meta refresh (3 s) brings the finished page; the server renders the bars.
     wait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "status"), "Done"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#predictions progress")) == 5
+
+
+def test_heatmaps_are_drawn_in_place_when_they_follow_the_answer(browser, live_server, tiny_bundle, media_root):
+    """The answer is on the page first; the Grad-CAM maps, computed after it, are pushed and drawn
+    without a reload (live.js keeps following a done job while its maps are pending)."""
+    from django.utils import timezone
+
+    from classifier.explanations import heatmaps
+    from classifier.models import Explanation
+    from tests.classifier.factories import ClassificationFactory, UserFactory
+
+    user = UserFactory(username="erin")
+    user.set_password(PASSWORD)
+    user.save()
+    job = ClassificationFactory(owner=user, heatmaps_requested=False)
+    services.classification_process(classification_id=job.id)  # answered; maps not asked for
+    Explanation.objects.filter(classification=job).update(
+        heatmaps_status=Explanation.HeatmapsStatus.PENDING, heatmaps_requested_at=timezone.now()
+    )  # as right after the answer of a job that asked for maps
+
+    browser.get(live_server.url + "/accounts/login/")
+    browser.find_element(By.ID, "id_username").send_keys("erin")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
+    browser.get(live_server.url + f"/classifications/{job.id}/")
+    assert "Drawing the heatmaps" in browser.find_element(By.ID, "heatmaps-pending").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#predictions progress")) == 5  # the answer is there
+    wait(browser).until(lambda b: b.execute_script("return document.documentElement.getAttribute('data-live')"))
+    browser.execute_script("window.__noReload = true;")
+
+    heatmaps.heatmaps_process(classification_id=job.id)  # what the worker's explain step does, then pushes
+    wait(browser).until(EC.presence_of_element_located((By.ID, "cam-overlay")))
+    wait(browser).until(lambda b: images_loaded(b, "#cam-overlay") == 1)
+    assert browser.find_elements(By.ID, "heatmaps-pending") == []
+    assert browser.find_element(By.ID, "explanation").get_attribute("data-heatmaps") == "ready"
+    assert browser.find_element(By.ID, "agreement").text  # the rest of the explanation is redrawn too
+    assert browser.execute_script("return window.__noReload === true")
+    assert console_errors(browser) == []

@@ -25,9 +25,9 @@ def forward_passes(monkeypatch) -> list[int]:
     calls: list[int] = []
     real = explanations.predict
 
-    def counting(predictor, images, top_k=5):
+    def counting(predictor, images, top_k=5, **kwargs):
         calls.append(len(images))
-        return real(predictor, images, top_k=top_k)
+        return real(predictor, images, top_k=top_k, **kwargs)
 
     monkeypatch.setattr(explanations, "predict", counting)
     return calls
@@ -52,8 +52,9 @@ def test_a_batch_runs_one_forward_pass_and_a_corrupt_image_fails_only_its_job(
     )
     with django_capture_on_commit_callbacks(execute=False):
         # start: select + bulk update; finish: the version's row, select + bulk update, and the
-        # explanations' delete + insert (+ savepoints): a fixed number, whatever the batch size
-        with django_assert_max_num_queries(14):
+        # explanations' delete + insert; then the maps: select + bulk update (+ savepoints): a
+        # fixed number, whatever the batch size
+        with django_assert_max_num_queries(18):
             finished = batches.classification_process_batch(classification_ids=ids)
     assert forward_passes == [3]
     assert set(finished) == {str(i) for i in ids}
@@ -61,6 +62,7 @@ def test_a_batch_runs_one_forward_pass_and_a_corrupt_image_fails_only_its_job(
         c.refresh_from_db()
         assert c.status == Status.DONE and len(c.predictions) == 5 and c.model_version == "tiny-test-0"
         assert c.attempts == 1 and c.error == ""
+        assert c.explanation.heatmaps_status == "ready"  # one explain pass for the batch, after the answers
     bad.refresh_from_db()
     assert bad.status == Status.FAILED
     assert bad.error.startswith("The image could not be read:") and "corrupt" in bad.error
@@ -107,5 +109,11 @@ def test_every_change_is_pushed_on_commit(tiny_bundle, media_root, monkeypatch, 
     with django_capture_on_commit_callbacks(execute=True):
         batches.classification_process_batch(classification_ids=[a.id, b.id])
     assert sorted(published) == sorted(
-        [(str(a.id), "running"), (str(b.id), "running"), (str(a.id), "done"), (str(b.id), "failed")]
+        [
+            (str(a.id), "running"),
+            (str(b.id), "running"),
+            (str(a.id), "done"),  # the answer
+            (str(a.id), "done"),  # its heatmaps, after it
+            (str(b.id), "failed"),
+        ]
     )

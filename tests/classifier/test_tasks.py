@@ -118,7 +118,7 @@ def test_requeue_stuck_task(media_root, django_capture_on_commit_callbacks, sett
     c = ClassificationFactory(last_enqueued_at=timezone.now() - timedelta(minutes=5))
     with mock.patch("worker.tasks.classify.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True):
-            assert run(requeue_stuck).result == {"requeued": 1, "failed": 0}
+            assert run(requeue_stuck).result == {"requeued": 1, "failed": 0, "heatmaps": 0}
     delay.assert_called_once_with(str(c.id))
 
 

@@ -33,7 +33,7 @@ def test_upload_page_gives_the_browser_the_server_limits_and_messages(web, setti
     settings.MAX_UPLOAD_BYTES = 3 * 1024 * 1024
     page = web.get(reverse("classifier:upload")).content.decode()
     attrs = data_attributes(page)
-    assert attrs["api-url"] == "/api/v1/classifications/"
+    assert attrs["api-url"] == "/api/v1/classifications/?explain=true"  # the page draws the maps
     assert attrs["max-bytes"] == str(3 * 1024 * 1024)
     assert attrs["max-files"] == str(settings.DATA_UPLOAD_MAX_NUMBER_FILES)
     assert ".heic" in attrs["accept"].split(",") and "image/avif" in attrs["accept"].split(",")

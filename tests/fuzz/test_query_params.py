@@ -126,8 +126,10 @@ def test_retrieve_own_job_with_any_wait(owner, job, wait):
     client, rows = owner
     query = "" if wait is None else "?" + urlencode({"wait": wait})
     response = client.get(f"{LIST_URL}{rows[job].id}/{query}")
-    if wait in (None, ""):
+    if wait is None:
         wait_valid = True
+    elif wait == "":
+        wait_valid = False  # present without a value: an error (the schema says a number), not "no wait"
     else:
         try:
             wait_valid = float(wait) >= 0 and math.isfinite(float(wait))

@@ -78,6 +78,7 @@ OPERATIONS = [
     "classifications_feedback_create",
     "classifications_feedback_destroy",
     "frames_classify",
+    "classifications_explanation_request",
     "classifications_heatmap",
     "classifications_model_input",
 ]

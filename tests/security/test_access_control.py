@@ -29,6 +29,7 @@ HTML_ROUTES = [
 API_ROUTES = [
     ("api:classification-detail", "classification_id", ["GET", "DELETE"]),
     ("api:classification-feedback", "classification_id", ["GET", "POST", "DELETE"]),
+    ("api:classification-explanation", "classification_id", ["POST"]),
     ("api:classification-heatmap", "classification_id", ["GET"]),
     ("api:classification-model-input", "classification_id", ["GET"]),
 ]
@@ -145,6 +146,16 @@ def test_api_feedback_on_another_users_job_is_404(bob_api, alice_job):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
     assert not alice_job.feedback.exists()
+
+
+def test_api_explanation_request_on_another_users_job_is_404(bob_api, alice_job):
+    from classifier.models import Explanation
+
+    Explanation.objects.create(classification=alice_job, heatmaps_status=Explanation.HeatmapsStatus.NOT_REQUESTED)
+    url = reverse("api:classification-explanation", kwargs={"classification_id": alice_job.id})
+    response = bob_api.post(url)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert Explanation.objects.get(classification=alice_job).heatmaps_status == "not_requested"  # nothing queued
 
 
 def test_api_list_never_shows_another_users_job(bob_api, bob, alice_job):

@@ -165,6 +165,9 @@ CLASSIFICATION_MAX_ATTEMPTS = env.int("CLASSIFICATION_MAX_ATTEMPTS", default=3)
 CLASSIFICATION_STUCK_AFTER_SECONDS = env.int("CLASSIFICATION_STUCK_AFTER_SECONDS", default=600)
 CLASSIFY_SOFT_TIME_LIMIT = env.int("CLASSIFY_SOFT_TIME_LIMIT", default=60)
 CLASSIFY_TIME_LIMIT = env.int("CLASSIFY_TIME_LIMIT", default=90)
+# Grad-CAM maps follow the answer (classifier/explanations/heatmaps.py); maps still pending after
+# this long (a worker died between the answer and the maps) are asked for again by the sweeper.
+HEATMAPS_STALE_SECONDS = env.int("HEATMAPS_STALE_SECONDS", default=120)
 # Micro-batching (worker/batch_queue.py): a task takes up to this many queued jobs, waiting at most
 # WORKER_BATCH_WAIT_MS for them, and runs one forward pass. 1 turns batching off.
 WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=16)
@@ -199,6 +202,7 @@ CELERY_TASK_ROUTES = {
     task: {"queue": queue}
     for task, queue in (
         ("worker.tasks.classify", env("CLASSIFY_QUEUE", default="")),
+        ("worker.tasks.explain", env("CLASSIFY_QUEUE", default="")),  # the same model, so the same workers
         ("worker.tasks.classify_frame", env("FRAME_QUEUE", default="")),
     )
     if queue

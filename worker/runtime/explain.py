@@ -42,6 +42,7 @@ class ExplainedPrediction:
     superclass: str | None = None
     num_classes: int | None = None
     thresholds: dict = field(default_factory=dict)  # {"uncertain": t, "ood": t} from the manifest
+    explainable: bool = False  # the bundle has an explain method (maps can be computed, maybe later)
 
 
 def supports_explain(predictor: Predictor) -> bool:
@@ -54,11 +55,21 @@ def _threshold(entry: dict | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def predict_explained(predictor: Predictor, images: list[np.ndarray], top_k: int = 5) -> list[ExplainedPrediction]:
+def predict_explained(
+    predictor: Predictor,
+    images: list[np.ndarray],
+    top_k: int = 5,
+    *,
+    heatmaps: bool = True,
+    labels: list[list[str]] | None = None,
+) -> list[ExplainedPrediction]:
     """Top-k predictions of ``images`` (uint8 3 x H x W each) with their explanations.
 
     The probabilities are the module's ``forward`` ones (``explain`` returns the same values), so
-    the predictions equal ``predictor.predict(images, top_k)``."""
+    the predictions equal ``predictor.predict(images, top_k)``. ``heatmaps=False`` runs the
+    bundle's ``scores`` only (no gradients: the members, agreement, "not sure" and OOD, at the cost
+    of a plain forward pass); the Grad-CAM maps are then None. ``labels`` (one list per image, e.g.
+    the stored top-5) names the classes to draw maps for; by default the top-k of this pass."""
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
     if not images:
@@ -67,6 +78,8 @@ def predict_explained(predictor: Predictor, images: list[np.ndarray], top_k: int
     module = bundle.module
     manifest = bundle.manifest
     has_explain, has_scores = hasattr(module, "explain"), hasattr(module, "scores")
+    if has_scores and not heatmaps:
+        has_explain = False  # scores alone: one plain forward pass
     if not (has_explain or has_scores):
         return [
             ExplainedPrediction(predictions=top, model_input=image, num_classes=len(manifest.classes))
@@ -78,26 +91,40 @@ def predict_explained(predictor: Predictor, images: list[np.ndarray], top_k: int
     if bundle.device.type == "cpu" and torch.get_num_threads() > 1:
         predictor_module._ran_multithreaded = True  # the fork guard of predictor.py must know
     k = min(top_k, len(manifest.classes))
+    class_index = None
+    if labels is not None and has_explain:
+        if len(labels) != len(images) or len({len(row) for row in labels}) > 1 or not labels[0]:
+            raise ValueError("labels: one non-empty list per image, all of the same length")
+        lookup = {c: i for i, c in enumerate(manifest.classes)}
+        unknown = sorted({label for row in labels for label in row} - set(lookup))
+        if unknown:
+            raise ValueError(f"labels not in this bundle: {unknown}")
+        class_index = torch.tensor([[lookup[label] for label in row] for row in labels], dtype=torch.long)
     outputs = []
+    start = 0
     for chunk in torch.split(batch, predictor.max_batch):
         x = chunk.to(bundle.device)
         if has_explain:
+            cls = None if class_index is None else class_index[start : start + len(chunk)].to(bundle.device)
             # Gradients on, and the JIT's optimising executor off: from the second call on it
             # rewrites the graph into differentiable subgraphs whose intermediate activations
             # autograd.grad can no longer reach ("appears to not have been used in the graph").
             with torch.enable_grad(), torch.jit.optimized_execution(False):
-                out = module.explain(x, None, k)
+                out = module.explain(x, cls, k)
         else:
             with torch.inference_mode():
                 out = module.scores(x)
         outputs.append({key: value.detach().float().cpu() for key, value in out.items()})
+        start += len(chunk)
     merged = {
         key: torch.cat([o[key] for o in outputs], dim=1 if key.startswith("member_") else 0) for key in outputs[0]
     }
-    return _results(merged, images, manifest, k, has_explain)
+    return _results(merged, images, manifest, k, has_explain, explainable=hasattr(module, "explain"))
 
 
-def _results(out: dict[str, torch.Tensor], images, manifest, k: int, has_explain: bool) -> list[ExplainedPrediction]:
+def _results(
+    out: dict[str, torch.Tensor], images, manifest, k: int, has_explain: bool, explainable: bool
+) -> list[ExplainedPrediction]:
     classes = manifest.classes
     probs = out["probs"]
     values, indices = torch.topk(probs, k, dim=1)
@@ -136,6 +163,7 @@ def _results(out: dict[str, torch.Tensor], images, manifest, k: int, has_explain
                 superclass=(manifest.superclasses or {}).get(top[0][0]),
                 num_classes=len(classes),
                 thresholds={"uncertain": t_uncertain, "ood": t_ood},
+                explainable=explainable,
             )
         )
     return results
