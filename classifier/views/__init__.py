@@ -1,0 +1,28 @@
+"""HTML pages: sign-up, upload, result, history, delete, and the owner-only image/thumbnail views.
+
+Views stay thin: reads go through `classifier.selectors`, writes through `classifier.services`.
+
+- `classifier.views.upload`: home (and the demo), sign-up, upload;
+- `classifier.views.jobs`: result, history, bulk delete, delete;
+- `classifier.views.files`: the owner-only image and thumbnail, the favicon.
+"""
+
+from classifier.views.files import favicon, image, thumbnail
+from classifier.views.jobs import _export_url, bulk_delete, delete, history, result
+from classifier.views.upload import _upload_summary, demo, home, signup, upload
+
+__all__ = [
+    "_export_url",
+    "_upload_summary",
+    "bulk_delete",
+    "delete",
+    "demo",
+    "favicon",
+    "history",
+    "home",
+    "image",
+    "result",
+    "signup",
+    "thumbnail",
+    "upload",
+]
