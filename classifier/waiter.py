@@ -95,6 +95,11 @@ def waiting_view(view: Callable) -> Callable:
         fresh = await sync_to_async(_fresh)(request, str(data["id"]))
         if fresh is not None:
             response.data = fresh  # rendered later by the handler, so the body follows
+        elif getattr(response, "waiter_fills_body", False):  # the view left the body to us; the job is gone
+            from classifier.errors import error_body
+
+            response.status_code = 404
+            response.data = error_body("not_found", "This classification was deleted while the request waited for it.")
         return response
 
     # cls/initkwargs (read by drf-spectacular), csrf_exempt (DRF checks CSRF for sessions itself).

@@ -7,7 +7,7 @@ The model is not loaded here: each pool process loads it lazily on its first tas
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
 
@@ -21,3 +21,14 @@ def import_torch_before_forking(**kwargs) -> None:
     """In the worker's main process only: import torch (this initialises no CUDA) so each pool
     process starts without paying for the import. The web app never imports torch."""
     import worker.runtime.predictor  # noqa: F401
+
+
+@worker_process_init.connect
+def keep_database_connections(**kwargs) -> None:
+    """In each pool process: keep the database connection across tasks (WORKER_CONN_MAX_AGE)
+    instead of reconnecting for every task. Health checks still replace a broken one."""
+    from django.conf import settings
+    from django.db import connections
+
+    for alias in connections:
+        connections[alias].settings_dict["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE

@@ -100,6 +100,49 @@ def test_wait_wakes_on_failure_too(transport, api, user, media_root):
     assert time.monotonic() - started < 15
 
 
+def _post_and_wait(api, settings, monkeypatch, then) -> tuple:
+    """POST an image with ?wait= to a queue (not in-process): ``then(job_id)`` plays the worker."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.conftest import make_image_bytes
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    threads = []
+    monkeypatch.setattr(services, "enqueue_classification", lambda job_id: threads.append(then(job_id)) or True)
+    image = SimpleUploadedFile("cat.png", make_image_bytes("png"), content_type="image/png")
+    response = api.post("/api/v1/classifications/?wait=30", {"image": image}, format="multipart")
+    for thread in threads:
+        thread.join()
+    return response, response.json()
+
+
+def test_upload_with_wait_answers_the_finished_job_in_full(transport, api, user, media_root, settings, monkeypatch):
+    response, body = _post_and_wait(api, settings, monkeypatch, lambda job_id: finish_later(job_id, delay=0.3))
+    assert response.status_code == 202 and response["Location"] == body["url"]
+    assert body["status"] == "done" and body["predictions"][0]["label"] == "cat"
+    assert {"queued_at", "finished_at", "model_version", "explanation"} <= set(body)  # the whole resource
+
+
+def test_upload_with_wait_for_a_job_deleted_meanwhile_is_404(api, user, media_root, settings, monkeypatch):
+    settings.PUSH_REDIS_URL = ""
+    settings.API_MAX_WAIT_SECONDS = 0.5
+
+    def delete_later(job_id) -> threading.Thread:
+        def run() -> None:
+            time.sleep(0.1)
+            try:
+                Classification.objects.filter(id=job_id).delete()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    response, body = _post_and_wait(api, settings, monkeypatch, delete_later)
+    assert response.status_code == 404 and body["error"]["code"] == "not_found"
+
+
 def test_wait_gives_up_at_the_cap(api, user, settings, media_root):
     settings.PUSH_REDIS_URL = ""
     settings.API_WAIT_POLL_SECONDS = POLL
