@@ -68,7 +68,12 @@ def classification_get(*, user, id: uuid.UUID | str) -> Classification:
     """One of the user's own classifications. Any other id (someone else's, unknown, malformed)
     is NotFoundError (404), also for staff: the admin is where staff see everything."""
     try:
-        return Classification.objects.get(owner=user, id=id)
+        # With its explanation (one query; the model-input PNG is loaded only where it is served).
+        return (
+            Classification.objects.select_related("explanation")
+            .defer("explanation__model_input")
+            .get(owner=user, id=id)
+        )
     except (Classification.DoesNotExist, ValidationError, ValueError, TypeError) as exc:
         # ValidationError/ValueError: a malformed UUID; it names no row, so it is "not found" too.
         raise NotFoundError("No such classification.") from exc

@@ -211,3 +211,17 @@ def test_the_event_stream_stays_open_until_the_maps_arrive(tiny_bundle, media_ro
     jobs = [json.loads(b.split("data: ", 1)[1]) for b in events if b.startswith("event: job")]
     assert [j["explanation"]["heatmaps_status"] for j in jobs] == ["pending", "ready"]
     assert all(j["status"] == "done" for j in jobs) and events[-1].startswith("event: end")
+
+
+@pytest.mark.django_db
+def test_answering_a_finished_job_reads_it_with_its_explanation_in_one_query(
+    tiny_bundle, media_root, django_assert_max_num_queries
+):
+    c = ClassificationFactory()
+    services.classification_process(classification_id=c.id)
+    client = api_client(c.owner)
+    with django_assert_max_num_queries(2):  # the token (and its user), then the job joined to its explanation
+        body = client.get(f"/api/v1/classifications/{c.id}/").json()
+    assert body["explanation"]["heatmaps_status"] == "ready" and body["members"]
+    png = client.get(body["explanation"]["model_input_url"])  # the deferred PNG is still served
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
