@@ -50,19 +50,21 @@ class ClassifyTask(Task):
             logger.exception("could not record the failure of classification %s", classification_id)
 
 
-@app.task(
-    bind=True,
-    base=ClassifyTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.CLASSIFY_SOFT_TIME_LIMIT,
-    time_limit=settings.CLASSIFY_TIME_LIMIT,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=8,
-)
+# The model tasks (classify, explain): acked after the work, under the classification time
+# limits, retried with backoff when the database went away for a moment.
+MODEL_TASK = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.CLASSIFY_SOFT_TIME_LIMIT,
+    "time_limit": settings.CLASSIFY_TIME_LIMIT,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+}
+
+
+@app.task(bind=True, base=ClassifyTask, max_retries=8, **MODEL_TASK)
 def classify(self, classification_id: str) -> str | None:
     """Classify one uploaded image, with whatever else is queued (worker/batch_queue.py: up to
     WORKER_BATCH_SIZE jobs, one forward pass). Safe to run twice: a finished job is left as it is."""
@@ -77,15 +79,7 @@ def classify(self, classification_id: str) -> str | None:
     return classification.status if classification is not None else None
 
 
-@app.task(
-    acks_late=True,
-    ignore_result=True,
-    soft_time_limit=settings.CLASSIFY_SOFT_TIME_LIMIT,
-    time_limit=settings.CLASSIFY_TIME_LIMIT,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    max_retries=5,
-)
+@app.task(ignore_result=True, max_retries=5, **MODEL_TASK)
 def explain(classification_id: str) -> None:
     """Compute the Grad-CAM maps a finished job was asked for later (classifier/explanations/heatmaps.py).
     Safe to run twice: maps that are no longer pending are left as they are."""
