@@ -47,7 +47,12 @@ def explanation_panel(obj: Classification) -> str:
         heat = heatmap_png(np.asarray(values, dtype=np.float64).reshape(h, w) / 255.0, size=128)
         parts.append(format_html("Grad-CAM of {} ({}): {}", label, e.layer, _data_png(heat, 128)))
     else:
-        parts.append(format_html("{}", "No heatmap (the bundle had no explain method)."))
+        why = {
+            e.HeatmapsStatus.PENDING: "being drawn (they follow the answer)",
+            e.HeatmapsStatus.NOT_REQUESTED: "not requested (an API upload without ?explain=true; "
+            "the owner's result page asks for them)",
+        }.get(e.heatmaps_status, "unavailable (the bundle had no explain method, or drawing failed)")
+        parts.append(format_html("No heatmap: {}.", why))
     if e.model_input:
         parts.append(format_html("Model input: {}", _data_png(bytes(e.model_input), 128, "image-rendering: pixelated")))
     members = format_html_join(

@@ -225,3 +225,13 @@ def test_answering_a_finished_job_reads_it_with_its_explanation_in_one_query(
     assert body["explanation"]["heatmaps_status"] == "ready" and body["members"]
     png = client.get(body["explanation"]["model_input_url"])  # the deferred PNG is still served
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.django_db
+def test_the_admin_says_why_a_job_has_no_heatmap(tiny_bundle, media_root, admin_client):
+    c = ClassificationFactory(heatmaps_requested=False)
+    services.classification_process(classification_id=c.id)
+    url = reverse("admin:classifier_classification_change", args=[c.pk])
+    assert "No heatmap: not requested" in admin_client.get(url).content.decode()
+    Explanation.objects.filter(classification=c).update(heatmaps_status=HS.PENDING)
+    assert "No heatmap: being drawn" in admin_client.get(url).content.decode()
