@@ -203,7 +203,9 @@
       item.card.setAttribute("data-status", data.status);
       if (FINISHED[data.status]) {
         item.stateBox.textContent = data.status === "done" ? "Classified" : "Failed";
-        announce(item.file.name + ": " + (data.status === "done" ? data.predictions[0].label : "failed"));
+        // Once: a done job is updated again when its heatmaps arrive (live.js follows it until then).
+        if (!item.announced) announce(item.file.name + ": " + (data.status === "done" ? data.predictions[0].label : "failed"));
+        item.announced = true;
       } else {
         item.stateBox.textContent = data.status === "running" ? "Classifying…" : "Waiting in the queue…";
       }
