@@ -1,0 +1,134 @@
+"""python -m benchmarks.realtime: see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import benchmarks.realtime as package
+from benchmarks.load import (
+    DEFAULT_IMAGES,
+    ROOT,
+    Api,
+    Stack,
+    load_images,
+    log,
+)
+from benchmarks.realtime.client import Phase, load_average, run_phase, wait_for_maps, warm_up
+from benchmarks.realtime.report import DEFAULT_OUT, render, write_atomically
+from benchmarks.realtime.servers import start_naive, start_product
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.realtime", description=package.__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per server and level")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests per server and level first")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--wait", type=float, default=30.0, help="the product's ?wait= seconds")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres", help="server URL")
+    parser.add_argument("--database", default="cifar_realtime_bench", help="dropped and recreated each run")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--web-workers", type=int, default=2, help="product: gunicorn uvicorn workers")
+    parser.add_argument("--worker-concurrency", type=int, default=1, help="product: Celery prefork processes")
+    parser.add_argument("--batch-size", type=int, default=16, help="product: WORKER_BATCH_SIZE")
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="product: WORKER_BATCH_WAIT_MS")
+    parser.add_argument("--naive-workers", type=int, default=2)
+    parser.add_argument("--naive-threads", type=int, default=4)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (Markdown); '-' for none")
+    parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--with-heatmaps", action="store_true", help="also a product+maps phase per level (?explain=true)"
+    )
+    args = parser.parse_args(argv)
+    if args.requests < 1 or any(c < 1 for c in args.concurrency):
+        parser.error("--requests and --concurrency must be positive")
+
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").exists():
+        parser.error(f"{bundle} is not a model bundle")
+    images, images_note = load_images(args.images, max(args.requests, 500))
+    import torch  # only for the record
+
+    command = shlex.join(["python", "-m", "benchmarks.realtime", *(sys.argv[1:] if argv is None else argv)])
+    meta = [
+        f"command: `{command.strip()}`",
+        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the start {load_average()}",
+        f"torch {torch.__version__}, {args.torch_threads} thread(s) per process; bundle {bundle}",
+        f"inputs: {images_note}; {args.warmup} warm-up + {args.requests} measured requests per server and level",
+        f"product: gunicorn {args.web_workers} uvicorn workers, Celery prefork x{args.worker_concurrency}, "
+        f"WORKER_BATCH_SIZE={args.batch_size}, WORKER_BATCH_WAIT_MS={args.batch_wait_ms:g}, "
+        f"PostgreSQL {args.database}, Redis {args.broker}; POST ?wait={args.wait:g}",
+        f"naive: gunicorn {args.naive_workers} workers x {args.naive_threads} threads (gthread), "
+        "benchmarks.naive_app (model in the request, one image per forward pass)",
+    ]
+    start_load = os.getloadavg()[0]
+    if start_load > (os.cpu_count() or 1):
+        meta.append(
+            f"**the machine was busy** (load average {start_load:.1f} on {os.cpu_count()} CPUs at the start): "
+            "these numbers show that the command works, not what the product does on a quiet machine"
+        )
+    meta += [f"note: {n}" for n in args.note]
+    out = None if str(args.out) == "-" else args.out
+    workdir = Path(tempfile.mkdtemp(prefix="cifar-realtime-bench-"))
+    stack = Stack(workdir)
+    phases: list[Phase] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        product_url, token = start_product(args, stack, bundle)
+        naive_url = start_naive(args, stack, bundle)
+        log(f"product on {product_url}, naive on {naive_url}; logs in {workdir}")
+        apis = {"product": Api(product_url, token, timeout=args.wait + 30), "naive": Api(naive_url, "-", timeout=60)}
+        apis["product+maps"] = apis["product"]
+        servers = ("naive", "product", "product+maps") if args.with_heatmaps else ("naive", "product")
+        for clients in args.concurrency:
+            for server in servers:
+                stack.check_alive()
+                warm_up(apis[server], server, images, args.warmup, args.wait, clients)
+                if server == "product+maps":
+                    wait_for_maps(apis[server], list(apis[server].all_jobs()))
+                log(f"{server}: {args.requests} requests from {clients} client(s)")
+                phase = run_phase(apis[server], server, clients, images, args.requests, args.wait, offset=0)
+                if server == "product+maps":
+                    phase.maps_s = wait_for_maps(apis[server], phase.job_ids)
+                phases.append(phase)
+                log(
+                    f"{server} x{clients}: ok {phase.ok}, errors {sum(phase.errors.values())}, "
+                    f"p50 {phase.p(50):.1f} ms, {phase.throughput:.1f}/s"
+                )
+                if out:
+                    write_atomically(out, render(args, meta, phases, None, None, done=False))
+        jobs = apis["product"].all_jobs()
+        accepted = {i for ph in phases if ph.server.startswith("product") for i in ph.job_ids}
+        lost = sum(1 for i in accepted if jobs.get(i, {}).get("status") != "done")
+        meta.append(f"load average at the end {load_average()}")
+        text = render(args, meta, phases, jobs, lost, done=True)
+        print(text)
+        if out:
+            write_atomically(out, text)
+            log(f"results written to {out}")
+        return 1 if lost else 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log("stopping the servers and the worker")
+        stack.stop()
+        if args.keep_logs:
+            log(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

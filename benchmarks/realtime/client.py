@@ -1,0 +1,136 @@
+"""The client side: one request, a phase of concurrent clients, warm-up, waiting for heatmaps."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from benchmarks.load import (
+    Api,
+)
+
+
+def nearest_rank(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def multipart(name: str, image: bytes) -> tuple[bytes, dict[str, str]]:
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + image + f"\r\n--{boundary}--\r\n".encode(), {
+        "Content-Type": f"multipart/form-data; boundary={boundary}"
+    }
+
+
+# ----------------------------------------------------------------------------- the client
+@dataclass
+class Phase:
+    server: str
+    clients: int
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    job_ids: list[str] = field(default_factory=list)
+    wall: float = 0.0
+    load_start: str = ""
+    load_end: str = ""
+    maps_s: float | None = None  # product+maps: how long after the phase the last map was drawn
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.wall if self.wall else 0.0
+
+    def p(self, q: float) -> float:
+        return nearest_rank(self.latencies, q) * 1000 if self.latencies else float("nan")
+
+
+def one_request(api: Api, server: str, name: str, image: bytes, wait: float) -> tuple[bool, str, str | None]:
+    """(ok, error, job id) of one classification, end to end."""
+    body, headers = multipart(name, image)
+    path = "/api/v1/classifications/"
+    if server == "product":
+        path += f"?wait={wait:g}"
+    elif server == "product+maps":
+        path += f"?wait={wait:g}&explain=true"
+    try:
+        status, data = api.request("POST", path, body, headers)
+    except Exception as exc:
+        return False, f"transport {type(exc).__name__}", None
+    job_id = data.get("id") if isinstance(data, dict) else None
+    expected = 202 if server.startswith("product") else 200
+    if status != expected:
+        return False, f"HTTP {status}", job_id
+    if not isinstance(data, dict) or data.get("status") != "done" or not data.get("predictions"):
+        return False, f"not done: {data.get('status') if isinstance(data, dict) else data!r}", job_id
+    return True, "", job_id
+
+
+def run_phase(
+    api: Api, server: str, clients: int, images: list[tuple[str, bytes]], n: int, wait: float, offset: int
+) -> Phase:
+    phase = Phase(server, clients, load_start=load_average())
+    lock = threading.Lock()
+    counter = iter(range(n))
+
+    def client() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            name, image = images[(offset + i) % len(images)]
+            t0 = time.perf_counter()
+            ok, error, job_id = one_request(api, server, name, image, wait)
+            elapsed = time.perf_counter() - t0
+            with lock:
+                if job_id:
+                    phase.job_ids.append(job_id)
+                if ok:
+                    phase.latencies.append(elapsed)
+                else:
+                    phase.errors[error] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    phase.wall = time.perf_counter() - t0
+    phase.load_end = load_average()
+    return phase
+
+
+def warm_up(api: Api, server: str, images: list[tuple[str, bytes]], n: int, wait: float, clients: int) -> None:
+    if n > 0:
+        run_phase(api, server, clients, images, n, wait, offset=len(images) // 2)
+
+
+def wait_for_maps(api: Api, ids: list[str], timeout: float = 600.0) -> float:
+    """Seconds until no job among ``ids`` has heatmaps pending (the worker is idle again)."""
+    t0 = time.perf_counter()
+    wanted = set(ids)
+    while time.perf_counter() - t0 < timeout:
+        jobs = api.all_jobs()
+        pending = [
+            i for i in wanted if ((jobs.get(i) or {}).get("explanation") or {}).get("heatmaps_status") == "pending"
+        ]
+        if not pending:
+            break
+        time.sleep(0.5)
+    return time.perf_counter() - t0

@@ -1,0 +1,92 @@
+"""The results: where the product's time went, the Markdown table and ratios, written atomically."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from statistics import median
+
+from benchmarks.load import (
+    ROOT,
+    parse_time,
+)
+from benchmarks.realtime.client import Phase
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "realtime.md"
+TARGET_LATENCY_RATIO = 3.0  # one client: product p50 <= 3x the naive server's
+TARGET_THROUGHPUT_RATIO = 1.5  # 32 clients: product throughput >= 1.5x the naive server's
+
+
+# ----------------------------------------------------------------------------- where the product's time went
+def breakdown(phase: Phase, jobs: dict[str, dict]) -> str:
+    rows = [jobs[i] for i in phase.job_ids if i in jobs and jobs[i]["status"] == "done"]
+    if not rows:
+        return "n/a"
+    queue = [parse_time(r["started_at"]) - parse_time(r["queued_at"]) for r in rows]
+    run = [parse_time(r["finished_at"]) - parse_time(r["started_at"]) for r in rows]
+    e2e = median(phase.latencies) if phase.latencies else float("nan")
+    server = median(q + r for q, r in zip(queue, run, strict=True))
+    batch_sizes = Counter(r["started_at"] for r in rows)
+    mean_batch = len(rows) / len(batch_sizes)
+    return (
+        f"median queue wait {median(queue) * 1000:.1f} ms, batch run {median(run) * 1000:.1f} ms, "
+        f"web + upload + push {max(e2e - server, 0) * 1000:.1f} ms (client p50 minus queued->finished); "
+        f"mean batch {mean_batch:.1f} jobs ({len(batch_sizes)} batches)"
+    )
+
+
+# ----------------------------------------------------------------------------- report
+def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | None, lost: int | None, done: bool):
+    lines = ["# Real time under load: product vs naive in-request server", ""]
+    if not done:
+        lines += ["**Incomplete run** (interrupted or still running): the phases below are what it measured.", ""]
+    lines += [f"- {m}" for m in meta] + [""]
+    lines += [
+        "| clients | server | ok | errors | p50 ms | p95 ms | p99 ms | throughput /s | load avg (start → end) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for ph in phases:
+        errors = sum(ph.errors.values())
+        detail = f" ({', '.join(f'{k}: {v}' for k, v in ph.errors.most_common(3))})" if errors else ""
+        lines.append(
+            f"| {ph.clients} | {ph.server} | {ph.ok} | {errors}{detail} | {ph.p(50):.1f} | {ph.p(95):.1f} | "
+            f"{ph.p(99):.1f} | {ph.throughput:.1f} | {ph.load_start} → {ph.load_end} |"
+        )
+    lines += ["", "## Ratios (product / naive)", ""]
+    by = {(p.server, p.clients): p for p in phases}
+    for clients, server in ((c, s) for c in args.concurrency for s in ("product", "product+maps")):
+        prod, naive = by.get((server, clients)), by.get(("naive", clients))
+        if not (prod and naive and prod.ok and naive.ok):
+            continue
+        lat, thr = prod.p(50) / naive.p(50), prod.throughput / naive.throughput
+        notes = []
+        if clients == 1:
+            notes.append(
+                f"target p50 ratio ≤ {TARGET_LATENCY_RATIO:g}: {'met' if lat <= TARGET_LATENCY_RATIO else 'missed'}"
+            )
+        if clients == 32:
+            verdict = "met" if thr >= TARGET_THROUGHPUT_RATIO else "missed"
+            notes.append(f"target throughput ratio ≥ {TARGET_THROUGHPUT_RATIO:g}: {verdict}")
+        lines.append(
+            f"- {clients} client(s), {server}: p50 {lat:.2f}x, p95 {prod.p(95) / naive.p(95):.2f}x, "
+            f"throughput {thr:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
+        )
+    if jobs is not None:
+        lines += ["", "## Where the product's time went (from the jobs' timestamps)", ""]
+        for ph in phases:
+            if ph.server.startswith("product"):
+                lines.append(f"- {ph.clients} client(s), {ph.server}: {breakdown(ph, jobs)}")
+                if ph.maps_s is not None:
+                    lines.append(
+                        f"  (the maps of the last answers were all drawn {ph.maps_s:.1f} s after the phase ended)"
+                    )
+    if lost is not None:
+        lines += ["", f"**Lost product jobs: {lost}** (accepted - done, checked against the API after the run)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

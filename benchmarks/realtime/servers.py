@@ -1,0 +1,103 @@
+"""Starting the product (services mode) and the naive baseline, each under its own process group."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.load import (
+    ROOT,
+    Stack,
+    free_port,
+    log,
+    recreate_database,
+    wait_http,
+    wait_worker_ready,
+)
+
+
+# ----------------------------------------------------------------------------- servers
+def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple[str, str]:
+    database_url = recreate_database(args.postgres, args.database)
+    media = stack.workdir / "media"
+    media.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "webapp.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": args.broker,
+        "MODEL_BUNDLE": str(bundle),
+        "MODEL_DEVICE": "cpu",
+        "MEDIA_ROOT": str(media),
+        "API_UPLOAD_RATE": "1000000/min",
+        "API_UPLOAD_IP_RATE": "1000000/min",
+        "WORKER_TORCH_THREADS": str(args.torch_threads),
+        "OMP_NUM_THREADS": str(args.torch_threads),
+        "WORKER_BATCH_SIZE": str(args.batch_size),
+        "WORKER_BATCH_WAIT_MS": str(args.batch_wait_ms),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    log(f"product: database {args.database}, migrating")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    code = (
+        "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
+        "u = get_user_model().objects.create_user('realtimebench', password=None); "
+        "print(Token.objects.create(user=u).key)"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    token = out.stdout.strip().splitlines()[-1]
+    port = free_port()
+    stack.start(
+        "product-web",
+        [sys.executable, "-m", "gunicorn", "webapp.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers), "--timeout", "120",
+         "--keep-alive", "30", "--graceful-timeout", "5", "--log-level", "warning"],
+        env,
+    )  # fmt: skip
+    stack.start(
+        "worker",
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
+         f"--concurrency={args.worker_concurrency}", "-n", f"realtime-{port}@%h", "--loglevel=INFO",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{base_url}/api/v1/schema/", 120, stack)
+    wait_worker_ready(stack, 180)
+    return base_url, token
+
+
+def start_naive(args: argparse.Namespace, stack: Stack, bundle: Path) -> str:
+    env = {
+        **os.environ,
+        "MODEL_BUNDLE": str(bundle),
+        "WORKER_TORCH_THREADS": str(args.torch_threads),
+        "OMP_NUM_THREADS": str(args.torch_threads),
+        "PYTHONPATH": str(ROOT),
+    }
+    port = free_port()
+    stack.start(
+        "naive-web",
+        [sys.executable, "-m", "gunicorn", "benchmarks.naive_app:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(args.naive_workers), "--threads", str(args.naive_threads), "--worker-class", "gthread",
+         "--timeout", "120", "--keep-alive", "30", "--graceful-timeout", "5", "--log-level", "warning"],
+        env,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{base_url}/", 120, stack)  # answers 404 JSON: up
+    return base_url
