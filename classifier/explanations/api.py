@@ -236,7 +236,11 @@ class ExplanationRequestApi(APIView):
             ),
             401: ERROR_RESPONSE,
             404: ERROR_RESPONSE,
-            409: OpenApiResponse(ERROR_RESPONSE, description="The classification failed: nothing to explain"),
+            409: OpenApiResponse(
+                ERROR_RESPONSE,
+                description="Nothing to explain: the classification failed (code classification_failed), or was "
+                "done before explanations were stored (code no_explanation)",
+            ),
         },
         description="Idempotent: heatmaps that are ready or being computed are left alone. For a job "
         "still queued or running they are computed right after its answer. Watch the job (GET it with "
@@ -254,11 +258,11 @@ class ExplanationRequestApi(APIView):
                 status_code=409,
             )
         status = heatmaps_request(classification=classification)
+        if status is None:  # done before explanations existed: nothing to draw them from
+            raise ApplicationError(
+                "This classification has no stored explanation to draw heatmaps for. Upload the image again.",
+                code="no_explanation",
+                status_code=409,
+            )
         url = reverse("api:classification-detail", kwargs={"classification_id": classification.id})
-        return Response(
-            {
-                "heatmaps_status": status or Explanation.HeatmapsStatus.PENDING,
-                "classification": request.build_absolute_uri(url),
-            },
-            status=202,
-        )
+        return Response({"heatmaps_status": status, "classification": request.build_absolute_uri(url)}, status=202)

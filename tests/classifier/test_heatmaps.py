@@ -115,6 +115,9 @@ def test_explanation_request_endpoint(tiny_bundle, media_root, on_commit):
     failed = ClassificationFactory(owner=user, status=Status.FAILED, error="could not read it")
     response = client.post(f"/api/v1/classifications/{failed.id}/explanation/")
     assert response.status_code == 409 and response.json()["error"]["code"] == "classification_failed"
+    old = ClassificationFactory(owner=user, done=True)  # done before explanations were stored
+    response = client.post(f"/api/v1/classifications/{old.id}/explanation/")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "no_explanation"
 
 
 @pytest.mark.django_db
