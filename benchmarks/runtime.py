@@ -224,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes for throughput")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=0,
+        help="most images per forward pass (bigger batches are split, as in the worker); default: the runtime's "
+        "for the device (worker.runtime.predictor.DEFAULT_MAX_BATCH)",
+    )
     parser.add_argument("--batch-repeats", type=int, default=5, help="timed repeats per batch size")
     parser.add_argument("--no-worst-case", action="store_true", help="skip the 40-megapixel upload measurements")
     parser.add_argument(
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(v) for v in args.tta_levels.split(",") if v.strip()] or [None]
     predictors = {
         f"{p}" + ("" if level is None else f" tta {level}"): Predictor(
-            bundle_dir, device="cpu", max_batch=max(args.batches), precision=p, tta=level
+            bundle_dir, device="cpu", max_batch=args.chunk or None, precision=p, tta=level
         )
         for level in levels
         for p in precisions
@@ -335,7 +342,11 @@ def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]
         )
 
     # --------------------------------------------------------------------- throughput, batches
-    print(f"\n== throughput (images/s), best and median of {args.batch_repeats} repeats")
+    chunk = predictor.max_batch
+    print(
+        f"\n== throughput (images/s), best and median of {args.batch_repeats} repeats;"
+        f" forward passes of at most {chunk} images, as the worker runs them"
+    )
     n = max(args.batches)
     jpegs = cifar_jpegs(n)
     arrays = [decode_for_model(d, (height, width)) for d in jpegs]
@@ -356,6 +367,16 @@ def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]
         ):
             best, med = batch / min(times), batch / statistics.median(times)
             print(f"{label:52s} {med:9.1f} images/s (median), best {best:9.1f}  = {med / single_rate:5.1f}x baseline")
+        if batch > chunk:  # the same batch in one forward pass, for comparison with the chunks
+            predictor.max_batch = batch
+            whole = timed(lambda ar=ar: predictor.predict(ar), args.batch_repeats, 1)
+            predictor.max_batch = args.chunk or None
+            med = batch / statistics.median(whole)
+            chunked = batch / statistics.median(predict_only)
+            print(
+                f"{f'batch {batch}: predict in one pass of {batch}':52s} {med:9.1f} images/s (median);"
+                f" chunks of {chunk} = {chunked / med:4.2f}x that"
+            )
         rate = batch / statistics.median(full) if batch == args.batches[0] else rate
     return {"precision": loaded.precision, "tta": loaded.tta, "one": one_cifar, "batch": args.batches[0], "rate": rate}
 

@@ -71,6 +71,21 @@ def test_batches_of_max_batch_give_the_same_probabilities(tiny_bundle: Path) -> 
     assert torch.allclose(whole, chunked, atol=1e-6)
 
 
+def test_forward_passes_are_chunked_by_device_unless_told(tiny_bundle: Path, monkeypatch) -> None:
+    assert Predictor(tiny_bundle, device="cpu").max_batch == predictor_module.DEFAULT_MAX_BATCH["cpu"] == 64
+    assert Predictor(tiny_bundle, device="cuda").max_batch == 1024  # reads no CUDA state: only the device's type
+    assert Predictor(tiny_bundle, device="cpu", max_batch=7).max_batch == 7
+    with pytest.raises(ValueError, match="max_batch must be positive"):
+        Predictor(tiny_bundle, device="cpu", max_batch=0)
+    predictor = Predictor(tiny_bundle, device="cpu")
+    bundle = predictor.load()
+    sizes: list[int] = []
+    real = type(bundle).predict
+    monkeypatch.setattr(type(bundle), "predict", lambda self, images: sizes.append(len(images)) or real(self, images))
+    predictor.predict(random_images(150, seed=2))
+    assert sizes == [64, 64, 22]
+
+
 def test_predict_refuses_wrong_inputs(tiny_bundle: Path) -> None:
     predictor = Predictor(tiny_bundle)
     assert predictor.predict([]) == []
