@@ -1,18 +1,94 @@
-"""The Celery app's process hooks."""
+"""The Celery app's process hooks: a pool process keeps its database connection across tasks.
+
+Celery's own Django fixup runs around every task in a real worker; these tests drive the same
+fixup hooks and ours in the order a pool process runs them, on the test database's connection.
+"""
 
 from __future__ import annotations
 
-from django.db import connections
+import time
+from types import SimpleNamespace
 
-from worker.celery import keep_database_connections
+import pytest
+from celery.fixups.django import DjangoWorkerFixup
+from django.db import connection, connections
+
+from worker.celery import app, keep_database_connections, recycle_database_connections
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_pool_processes_keep_their_database_connection_across_tasks(settings):
-    settings.WORKER_CONN_MAX_AGE = 123
+@pytest.fixture
+def pool_process(settings):
+    """A pool process as worker_process_init leaves it; yields a function that runs one task's hooks."""
     before = {alias: connections[alias].settings_dict["CONN_MAX_AGE"] for alias in connections}
+    keep_database_connections()
+    fixup = DjangoWorkerFixup(app)  # reads CELERY_DB_REUSE_MAX as a worker's does
+    task = SimpleNamespace(request=SimpleNamespace(is_eager=False))
+
+    def run_task():
+        for hook in (fixup.on_task_prerun, recycle_database_connections):
+            hook(sender=task)
+        with connection.cursor() as cursor:  # the task's queries
+            cursor.execute("SELECT 1")
+        for hook in (fixup.on_task_postrun, recycle_database_connections):
+            hook(sender=task)
+        return connection.connection
+
     try:
-        keep_database_connections()  # what worker_process_init runs in each pool process
-        assert {connections[alias].settings_dict["CONN_MAX_AGE"] for alias in connections} == {123}
+        yield run_task
     finally:
         for alias, age in before.items():
             connections[alias].settings_dict["CONN_MAX_AGE"] = age
+
+
+def test_worker_processes_reuse_their_connection_for_WORKER_CONN_MAX_AGE(settings):
+    assert settings.WORKER_CONN_MAX_AGE > 0
+    assert settings.CELERY_DB_REUSE_MAX, "without it Celery's fixup closes the connection around every task"
+    keep = {alias: connections[alias].settings_dict["CONN_MAX_AGE"] for alias in connections}
+    try:
+        keep_database_connections()
+        assert {connections[alias].settings_dict["CONN_MAX_AGE"] for alias in connections} == {
+            settings.WORKER_CONN_MAX_AGE
+        }
+    finally:
+        for alias, age in keep.items():
+            connections[alias].settings_dict["CONN_MAX_AGE"] = age
+
+
+@pytest.fixture
+def postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's test database is one in-memory connection that is never closed")
+
+
+def test_consecutive_tasks_run_on_the_same_connection(pool_process, postgres_only):
+    first = pool_process()
+    assert pool_process() is first
+    assert pool_process() is first
+    assert not first.closed
+
+
+def test_a_connection_past_its_max_age_is_replaced_before_the_next_task(pool_process, postgres_only):
+    first = pool_process()
+    connection.close_at = time.monotonic() - 1  # as if WORKER_CONN_MAX_AGE had passed
+    second = pool_process()
+    assert second is not first and first.closed
+    assert pool_process() is second
+
+
+def test_a_broken_connection_is_replaced_before_the_next_task(pool_process, postgres_only):
+    first = pool_process()
+    first.close()  # the server went away under it
+    connection.errors_occurred = True  # what Django records when a query on it fails
+    second = pool_process()
+    assert second is not first and not second.closed
+
+
+def test_eager_tasks_leave_the_callers_connection_alone(postgres_only):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    mine = connection.connection
+    connection.close_at = time.monotonic() - 1
+    recycle_database_connections(sender=SimpleNamespace(request=SimpleNamespace(is_eager=True)))
+    assert connection.connection is mine

@@ -78,7 +78,7 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # The Celery worker's processes keep their connection this long (seconds) across tasks: a fresh
-# PostgreSQL connection costs about 6 ms here, more than a batch's queries. (The web processes keep
+# PostgreSQL connection costs about 4 ms here, more than a batch's queries. (The web processes keep
 # CONN_MAX_AGE: under ASGI each request runs its sync code on its own thread, whose connection
 # would outlive it.)
 WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
@@ -173,8 +173,9 @@ CLASSIFY_TIME_LIMIT = env.int("CLASSIFY_TIME_LIMIT", default=90)
 # Grad-CAM maps follow the answer (classifier/explanations/heatmaps.py); maps still pending after
 # this long (a worker died between the answer and the maps) are asked for again by the sweeper.
 HEATMAPS_STALE_SECONDS = env.int("HEATMAPS_STALE_SECONDS", default=120)
-# Micro-batching (worker/batch_queue.py): a task takes up to this many queued jobs, waiting at most
-# WORKER_BATCH_WAIT_MS for them, and runs one forward pass. 1 turns batching off.
+# Micro-batching (worker/batch_queue.py): a task takes up to this many queued jobs and runs one
+# forward pass; a lone job runs at once, and once a second one was queued the batch waits at most
+# WORKER_BATCH_WAIT_MS for more. 1 turns batching off.
 WORKER_BATCH_SIZE = env.int("WORKER_BATCH_SIZE", default=16)
 WORKER_BATCH_WAIT_MS = env.float("WORKER_BATCH_WAIT_MS", default=2.0)
 
@@ -190,6 +191,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Celery's Django fixup closes the database connections around every task unless this is set; then
+# it closes them only every this many tasks, and worker.celery.recycle_database_connections
+# applies WORKER_CONN_MAX_AGE and the health checks instead. 0 keeps Celery's close-per-task.
+CELERY_DB_REUSE_MAX = 10_000 if WORKER_CONN_MAX_AGE > 0 else None
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
