@@ -2,8 +2,8 @@
 
 A classify task is one job (one message, acked late, as before). When it starts, the pool
 process takes up to ``WORKER_BATCH_SIZE - 1`` more classify messages straight from the same
-queue (a non-blocking ``basic_get`` on its own broker connection, waiting at most
-``WORKER_BATCH_WAIT_MS``), runs the whole batch under this task's time limits, and acks those
+queue (a non-blocking ``basic_get`` on its own broker connection; a lone job runs at once, and
+once a second one was queued the batch waits at most ``WORKER_BATCH_WAIT_MS`` for more), runs the whole batch under this task's time limits, and acks those
 messages only after the batch's results are committed. If the batch raises, they are put back
 on the queue (rejected with requeue) to run again; if the process dies, the broker still holds
 them as unacked (restored after the visibility timeout) and their rows are ``running`` or

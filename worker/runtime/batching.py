@@ -3,9 +3,10 @@
 Two small pieces, neither of which knows about Django or Celery:
 
 * `collect` takes the first item and then up to ``max_size - 1`` more from ``take`` (a
-  non-blocking "next queued item, or None"), waiting at most ``max_wait_s`` for them. Under load
-  the queue is never empty and a batch fills at once; a lone job waits ``max_wait_s`` (a few
-  milliseconds) at most.
+  non-blocking "next queued item, or None"). Under load the queue is never empty and a batch
+  fills at once. A lone job (nothing else queued at the first look) runs at once, unbatched: it
+  is not held at all. Once a second job was there, the batch waits at most ``max_wait_s`` (a few
+  milliseconds) for more: jobs are arriving, more are likely.
 * `predict_batch` decodes every image on its own (a corrupt one becomes an `ImageRejected` in its
   own slot and costs nobody else anything) and runs the model once on the images that decoded.
 
@@ -37,7 +38,8 @@ def collect(
     sleep: Callable[[float], None] = time.sleep,
     poll_s: float = 0.0005,
 ) -> list[T]:
-    """``[first, ...]``: up to ``max_size`` items, taking for at most ``max_wait_s`` seconds."""
+    """``[first, ...]``: up to ``max_size`` items; ``[first]`` at once if nothing else is queued,
+    else taking for at most ``max_wait_s`` seconds."""
     if max_size < 1:
         raise ValueError(f"max_size must be positive, got {max_size}")
     batch = [first]
@@ -47,7 +49,7 @@ def collect(
         if item is not None:
             batch.append(item)
             continue
-        if clock() >= deadline:
+        if len(batch) == 1 or clock() >= deadline:
             break
         sleep(poll_s)
     return batch

@@ -31,26 +31,32 @@ def test_collect_fills_up_to_the_size_without_waiting():
     assert clock.sleeps == []  # a full queue never waits
 
 
-def test_collect_waits_at_most_max_wait_for_more():
-    clock = FakeClock()
-    arrivals = {0.002: "b"}  # one more job arrives 2 ms in
+def _arrivals(clock: FakeClock, arrivals: dict[float, str]):
+    """``take`` for jobs that arrive at the given times (seconds)."""
 
     def take():
-        for t, item in list(arrivals.items()):
+        for t, item in sorted(arrivals.items()):
             if clock.now >= t:
                 del arrivals[t]
                 return item
         return None
 
+    return take
+
+
+def test_once_a_second_job_is_there_collect_waits_at_most_max_wait_for_more():
+    clock = FakeClock()
+    take = _arrivals(clock, {0.0: "b", 0.002: "c"})  # b is queued already, c arrives 2 ms in
     batch = collect("a", take, max_size=8, max_wait_s=0.005, clock=clock, sleep=clock.sleep, poll_s=0.001)
-    assert batch == ["a", "b"]
+    assert batch == ["a", "b", "c"]
     assert clock.now == pytest.approx(0.005, abs=0.0011)  # gave up at the deadline, not later
 
 
-def test_a_lone_item_is_not_held_past_the_wait():
+def test_a_lone_job_runs_at_once():
     clock = FakeClock()
-    assert collect("a", lambda: None, max_size=16, max_wait_s=0.002, clock=clock, sleep=clock.sleep) == ["a"]
-    assert clock.now <= 0.0026
+    take = _arrivals(clock, {0.001: "b"})  # nothing queued at the first look; b comes 1 ms later
+    assert collect("a", take, max_size=16, max_wait_s=0.002, clock=clock, sleep=clock.sleep) == ["a"]
+    assert clock.sleeps == [] and clock.now == 0.0
     assert collect("a", lambda: None, max_size=1, max_wait_s=1.0, clock=clock, sleep=clock.sleep) == ["a"]
 
 
