@@ -3,8 +3,8 @@
 Both subscribe to `classifier.push` first, then read the rows, then sleep on the subscription;
 a published update wakes them at once, and a slow re-check (``API_WAIT_POLL_SECONDS``) covers
 a lost message. Everything here is ``async``: under ASGI (gunicorn with uvicorn workers) a
-waiting client costs a coroutine, not a worker thread. Database reads go through
-``sync_to_async``.
+waiting client costs a coroutine, not a worker thread. The wrapped view and the database reads
+run through `classifier.db_threads.call`: on threads that keep their connection under ASGI.
 
 * `waiting_view` wraps a DRF view: the view runs as usual (auth, throttles, validation, create)
   and answers at once; if the caller asked to ``wait`` and the job is not finished, the wrapper
@@ -24,11 +24,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from rest_framework.utils.encoders import JSONEncoder
 
-from classifier import push
+from classifier import db_threads, push
 from classifier.models import Classification
 
 FINISHED = {Classification.Status.DONE.value, Classification.Status.FAILED.value}
@@ -38,20 +37,25 @@ def _status(job_id: str) -> str | None:
     return Classification.objects.filter(id=job_id).values_list("status", flat=True).first()
 
 
-async def wait_until_finished(job_id: str, timeout: float) -> str | None:
-    """Return the job's status once it is finished (or deleted: None), or when ``timeout`` passes."""
+async def wait_until_finished(job_id: str, timeout: float, request=None) -> str | None:
+    """Return the job's status once it is finished (or deleted: None), or when ``timeout`` passes.
+
+    A pushed status that is not final (``running``) says the job is alive: the wait goes on
+    without reading the row; only a quiet ``API_WAIT_POLL_SECONDS`` re-reads it (a lost message)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with await push.subscribe([job_id]) as sub:
-        status = await sync_to_async(_status)(job_id)
+        status = await db_threads.call(request, _status, job_id)
         while status is not None and status not in FINISHED:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             message = await sub.next(min(remaining, settings.API_WAIT_POLL_SECONDS))
-            if message is not None and message[1] in FINISHED:
-                return message[1]
-            status = await sync_to_async(_status)(job_id)
+            if message is not None:
+                if message[1] in FINISHED:
+                    return message[1]
+                continue
+            status = await db_threads.call(request, _status, job_id)
         return status
 
 
@@ -79,7 +83,7 @@ def waiting_view(view: Callable) -> Callable:
     """An async view around a DRF view that implements ``?wait=<seconds>`` by push."""
 
     async def wrapper(request, *args: Any, **kwargs: Any):
-        response = await sync_to_async(view)(request, *args, **kwargs)
+        response = await db_threads.call(request, view, request, *args, **kwargs)
         wait = _wait_seconds(request)
         data = getattr(response, "data", None)
         if (
@@ -91,8 +95,8 @@ def waiting_view(view: Callable) -> Callable:
         ):
             return response
         # The DRF view authenticated the request: request.user is the caller now.
-        await wait_until_finished(str(data["id"]), wait)
-        fresh = await sync_to_async(_fresh)(request, str(data["id"]))
+        await wait_until_finished(str(data["id"]), wait, request)
+        fresh = await db_threads.call(request, _fresh, request, str(data["id"]))
         if fresh is not None:
             response.data = fresh  # rendered later by the handler, so the body follows
         elif getattr(response, "waiter_fills_body", False):  # the view left the body to us; the job is gone
@@ -139,7 +143,7 @@ async def job_event_stream(request, user, ids: list[str], *, duration: float | N
     deadline = time.monotonic() + duration
     async with await push.subscribe(ids) as sub:
         yield f"retry: {settings.LIVE_RETRY_MS}\n\n"
-        rows = await sync_to_async(_rows)(request, user, ids)
+        rows = await db_threads.call(request, _rows, request, user, ids)
         seen: dict[str, tuple] = {}
         pending: set[str] = set()
         for job_id, data in rows.items():
@@ -152,7 +156,7 @@ async def job_event_stream(request, user, ids: list[str], *, duration: float | N
             check = [message[0]] if message is not None and message[0] in pending else sorted(pending)
             if message is None:
                 yield ": keepalive\n\n"
-            fresh = await sync_to_async(_rows)(request, user, check)
+            fresh = await db_threads.call(request, _rows, request, user, check)
             for job_id, data in fresh.items():
                 if _state(data) != seen.get(job_id) or message is not None:
                     seen[job_id] = _state(data)

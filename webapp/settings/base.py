@@ -82,6 +82,11 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # CONN_MAX_AGE: under ASGI each request runs its sync code on its own thread, whose connection
 # would outlive it.)
 WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
+# Under ASGI the API's waiting views (upload with ?wait=, item, event streams) do their database
+# work on this many threads per web process, each keeping its connection WEB_CONN_MAX_AGE seconds
+# (classifier/db_threads.py). 0 for either: the request's own thread and connection, as elsewhere.
+WEB_DB_THREADS = env.int("WEB_DB_THREADS", default=4)
+WEB_CONN_MAX_AGE = env.int("WEB_CONN_MAX_AGE", default=60)
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
