@@ -5,7 +5,7 @@ for several jobs at once: one transaction marks them all running (with the same 
 `services.classification_start`: finished jobs are skipped, jobs out of attempts end failed,
 a job found ``running`` is taken over), then each image is read and decoded on its own, the
 model runs once (`worker.runtime.batching.predict_batch`, the bundle's plain ``scores`` pass),
-and one transaction records every result with one bulk update. A job whose image is missing or
+and one transaction records every result (`update_rows`: one UPDATE per row). A job whose image is missing or
 corrupt fails alone, with its reason; the others complete. Every change is pushed to waiters on
 commit. Only then are the Grad-CAM maps of the jobs that asked for them computed (one explain
 pass, classifier/explanations/heatmaps.py) and pushed in their turn: the answer never waits for them.
@@ -36,6 +36,16 @@ Status = Classification.Status
 MISSING_IMAGE = "The uploaded image is missing from storage."
 
 
+def update_rows(rows: Sequence[Classification], fields: Sequence[str]) -> None:
+    """Write ``fields`` of each row: one ``UPDATE ... WHERE id = ...`` per row, in the caller's
+    transaction. Django's ``bulk_update`` (one statement with a CASE per field) costs more in
+    Python than it saves in round trips: 4.4 ms for one row and 22 ms for 16 against 0.8 and
+    10.7 ms this way, measured on the 2-core dev machine against its local PostgreSQL."""
+    columns = [Classification._meta.get_field(name).attname for name in fields]
+    for row in rows:
+        Classification.objects.filter(pk=row.pk).update(**{column: getattr(row, column) for column in columns})
+
+
 @transaction.atomic
 def classifications_start_many(*, classification_ids: Sequence[uuid.UUID | str]) -> list[Classification]:
     """Mark the unfinished jobs among the ids running (one transaction); return those started, in id order given."""
@@ -57,7 +67,7 @@ def classifications_start_many(*, classification_ids: Sequence[uuid.UUID | str])
         classification.attempts += 1
         classification.started_at = now
         started.append(classification)
-    Classification.objects.bulk_update(started, ["status", "attempts", "started_at", "error"])
+    update_rows(started, ["status", "attempts", "started_at", "error"])
     for classification in started:
         services._notify(classification)
     return started
@@ -109,7 +119,7 @@ def classifications_finish_many(
         "bundle_version",
         "finished_at",
     ]
-    Classification.objects.bulk_update(finished, fields)
+    update_rows(finished, fields)
     explained = explained or {}
     explanations.explanations_create_many(
         pairs=[(c, explained[str(c.id)]) for c in finished if c.status == Status.DONE and str(c.id) in explained]

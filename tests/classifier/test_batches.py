@@ -1,4 +1,4 @@
-"""classifier.batches: a batch of jobs, one forward pass, one bulk update; a bad job fails alone."""
+"""classifier.batches: a batch of jobs, one forward pass, one transaction of updates; a bad job fails alone."""
 
 from __future__ import annotations
 
@@ -51,10 +51,10 @@ def test_a_batch_runs_one_forward_pass_and_a_corrupt_image_fails_only_its_job(
         version="tiny-test-0", bundle_dir=settings.MODEL_BUNDLE, alias=evaluation.Alias.CHAMPION
     )
     with django_capture_on_commit_callbacks(execute=False):
-        # start: select + bulk update; finish: the version's row, select + bulk update, and the
-        # explanations' delete + insert; then the maps: select + bulk update (+ savepoints): a
-        # fixed number, whatever the batch size
-        with django_assert_max_num_queries(18):
+        # start: select + one UPDATE per job; finish: the version's row, select + one UPDATE per
+        # job, and the explanations' delete + insert; then the maps: select + bulk update (+
+        # savepoints): a fixed number and two single-row UPDATEs per job (update_rows)
+        with django_assert_max_num_queries(16 + 2 * len(ids)):
             finished = batches.classification_process_batch(classification_ids=ids)
     assert forward_passes == [3]
     assert set(finished) == {str(i) for i in ids}
