@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +26,8 @@ from django.views import csrf, defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from classifier.middleware import ResponseMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def _is_error_body(data: Any) -> bool:
     return isinstance(data, dict) and set(data) == {"error"} and isinstance(data["error"], dict)
 
 
-class ApiErrorShapeMiddleware:
+class ApiErrorShapeMiddleware(ResponseMiddleware):
     """Every error response (status >= 400) under /api/ is JSON in the one error shape.
 
     A response that is already JSON is left alone. Otherwise the body is replaced: by the error
@@ -185,11 +186,7 @@ class ApiErrorShapeMiddleware:
     Headers set by other middleware (Allow, Vary, security headers) are kept.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.status_code < 400 or not _wants_json(request) or response.streaming:
             return response
         if response.get("Content-Type", "").split(";")[0].strip() == "application/json":

@@ -12,9 +12,10 @@ SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# gunicorn serves static files itself through whitenoise (collected at image build time).
+# gunicorn serves static files itself through whitenoise (collected at image build time), by its
+# async-capable subclass: the whole stack then runs on the event loop under ASGI.
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "classifier.middleware.StaticFilesMiddleware"
 )
 STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
 
