@@ -9,7 +9,10 @@
 
 It starts both servers itself and sends the same images (CIFAR-10 JPEGs from ``--images``, else
 generated PNGs) from the same HTTP client (`benchmarks.load.Api`, one keep-alive connection per
-client thread) to each, at each ``--concurrency`` level:
+client thread) to each, at each ``--concurrency`` level, in ``--rounds`` (3) alternating rounds
+(naive, product, then product, naive, ...: this machine's speed drifts by tens of percent over
+minutes, and interleaving gives both servers the same drift; the table pools the rounds, and the
+ratios of each round are listed under the pooled ones):
 
 * **product** (services mode, production settings): gunicorn with uvicorn (ASGI) workers,
   PostgreSQL (database ``--database``, dropped and recreated), Redis (``--broker``) for the

@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="measured requests per server and level")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests per server and level first")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternate the servers this many times per level (requests split between rounds): "
+        "the machine's speed drifts over minutes, and interleaving shares the drift",
+    )
     parser.add_argument("--wait", type=float, default=30.0, help="the product's ?wait= seconds")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
@@ -44,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="product: WORKER_BATCH_WAIT_MS")
     parser.add_argument("--naive-workers", type=int, default=2)
     parser.add_argument("--naive-threads", type=int, default=4)
-    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per process of the naive server")
+    parser.add_argument(
+        "--worker-torch-threads",
+        type=int,
+        default=None,
+        help="product: WORKER_TORCH_THREADS of its one model process (default: --torch-threads)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (Markdown); '-' for none")
     parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
     parser.add_argument("--keep-logs", action="store_true")
@@ -52,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         "--with-heatmaps", action="store_true", help="also a product+maps phase per level (?explain=true)"
     )
     args = parser.parse_args(argv)
-    if args.requests < 1 or any(c < 1 for c in args.concurrency):
-        parser.error("--requests and --concurrency must be positive")
+    if args.worker_torch_threads is None:
+        args.worker_torch_threads = args.torch_threads
+    if args.requests < 1 or args.rounds < 1 or any(c < 1 for c in args.concurrency):
+        parser.error("--requests, --rounds and --concurrency must be positive")
 
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").exists():
@@ -66,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         f"command: `{command.strip()}`",
         f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the start {load_average()}",
-        f"torch {torch.__version__}, {args.torch_threads} thread(s) per process; bundle {bundle}",
-        f"inputs: {images_note}; {args.warmup} warm-up + {args.requests} measured requests per server and level",
+        f"torch {torch.__version__}, {args.torch_threads} thread(s) per naive process, "
+        f"{args.worker_torch_threads} in the product's worker; bundle {bundle}",
+        f"inputs: {images_note}; {args.warmup} warm-up + {args.requests} measured requests per server and level, "
+        f"in {args.rounds} alternating round(s)",
         f"product: gunicorn {args.web_workers} uvicorn workers, Celery prefork x{args.worker_concurrency}, "
         f"WORKER_BATCH_SIZE={args.batch_size}, WORKER_BATCH_WAIT_MS={args.batch_wait_ms:g}, "
         f"PostgreSQL {args.database}, Redis {args.broker}; POST ?wait={args.wait:g}",
@@ -94,22 +111,38 @@ def main(argv: list[str] | None = None) -> int:
         apis["product+maps"] = apis["product"]
         servers = ("naive", "product", "product+maps") if args.with_heatmaps else ("naive", "product")
         for clients in args.concurrency:
+            rounds: dict[str, list[Phase]] = {server: [] for server in servers}
+            for r in range(args.rounds):
+                n = args.requests // args.rounds + (1 if r < args.requests % args.rounds else 0)
+                order = servers if r % 2 == 0 else tuple(reversed(servers))  # no server always goes first
+                for server in order:
+                    stack.check_alive()
+                    if r == 0:
+                        warm_up(apis[server], server, images, args.warmup, args.wait, clients)
+                    if server == "product+maps":
+                        wait_for_maps(apis[server], list(apis[server].all_jobs()))
+                    log(f"{server}: {n} requests from {clients} client(s), round {r + 1}/{args.rounds}")
+                    phase = run_phase(
+                        apis[server],
+                        server,
+                        clients,
+                        images,
+                        n,
+                        args.wait,
+                        offset=sum(len(p.latencies) + sum(p.errors.values()) for p in rounds[server]),
+                    )
+                    if server == "product+maps":
+                        phase.maps_s = wait_for_maps(apis[server], phase.job_ids)
+                    rounds[server].append(phase)
             for server in servers:
-                stack.check_alive()
-                warm_up(apis[server], server, images, args.warmup, args.wait, clients)
-                if server == "product+maps":
-                    wait_for_maps(apis[server], list(apis[server].all_jobs()))
-                log(f"{server}: {args.requests} requests from {clients} client(s)")
-                phase = run_phase(apis[server], server, clients, images, args.requests, args.wait, offset=0)
-                if server == "product+maps":
-                    phase.maps_s = wait_for_maps(apis[server], phase.job_ids)
+                phase = Phase.merged(rounds[server])
                 phases.append(phase)
                 log(
                     f"{server} x{clients}: ok {phase.ok}, errors {sum(phase.errors.values())}, "
                     f"p50 {phase.p(50):.1f} ms, {phase.throughput:.1f}/s"
                 )
-                if out:
-                    write_atomically(out, render(args, meta, phases, None, None, done=False))
+            if out:
+                write_atomically(out, render(args, meta, phases, None, None, done=False))
         jobs = apis["product"].all_jobs()
         accepted = {i for ph in phases if ph.server.startswith("product") for i in ph.job_ids}
         lost = sum(1 for i in accepted if jobs.get(i, {}).get("status") != "done")

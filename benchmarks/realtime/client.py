@@ -46,6 +46,7 @@ class Phase:
     load_start: str = ""
     load_end: str = ""
     maps_s: float | None = None  # product+maps: how long after the phase the last map was drawn
+    rounds: list[Phase] = field(default_factory=list)  # the rounds it pools (benchmarks.realtime --rounds)
 
     @property
     def ok(self) -> int:
@@ -57,6 +58,21 @@ class Phase:
 
     def p(self, q: float) -> float:
         return nearest_rank(self.latencies, q) * 1000 if self.latencies else float("nan")
+
+    @classmethod
+    def merged(cls, rounds: list[Phase]) -> Phase:
+        """One phase from the rounds of a server at a level (their requests pooled; walls summed)."""
+        first = rounds[0]
+        phase = cls(first.server, first.clients, load_start=first.load_start, load_end=rounds[-1].load_end)
+        for r in rounds:
+            phase.latencies += r.latencies
+            phase.errors += r.errors
+            phase.job_ids += r.job_ids
+            phase.wall += r.wall
+        maps = [r.maps_s for r in rounds if r.maps_s is not None]
+        phase.maps_s = max(maps) if maps else None
+        phase.rounds = rounds
+        return phase
 
 
 def one_request(api: Api, server: str, name: str, image: bytes, wait: float) -> tuple[bool, str, str | None]:

@@ -71,6 +71,11 @@ def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | N
             f"- {clients} client(s), {server}: p50 {lat:.2f}x, p95 {prod.p(95) / naive.p(95):.2f}x, "
             f"throughput {thr:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
         )
+        if len(prod.rounds) > 1 and len(prod.rounds) == len(naive.rounds):
+            pairs = list(zip(prod.rounds, naive.rounds, strict=True))
+            lat_r = ", ".join(f"{a.p(50) / b.p(50):.2f}" for a, b in pairs if a.ok and b.ok)
+            thr_r = ", ".join(f"{a.throughput / b.throughput:.2f}" for a, b in pairs if a.ok and b.ok)
+            lines.append(f"  per round: p50 ratio {lat_r}; throughput ratio {thr_r}")
     if jobs is not None:
         lines += ["", "## Where the product's time went (from the jobs' timestamps)", ""]
         for ph in phases:
