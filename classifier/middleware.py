@@ -59,22 +59,32 @@ def relaxed(directives: dict[str, list[str]]) -> dict[str, list[str]]:
     return merged
 
 
-class ResponseMiddleware:
-    """Middleware that only looks at the response: ``process_response(request, response)``, a
-    plain (non-blocking) function, called in-line under WSGI and ASGI alike."""
+class BothModes:
+    """Mixin for middleware that runs in the mode of the handler it wraps: ``_call`` under WSGI
+    (or below a sync middleware), the coroutine ``_acall`` under ASGI. Call `_follow` in __init__."""
 
     sync_capable = True
     async_capable = True
+    async_mode = False
 
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
+    def _follow(self, get_response: Callable) -> None:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):
-        if self.async_mode:
-            return self._acall(request)
+        return self._acall(request) if self.async_mode else self._call(request)
+
+
+class ResponseMiddleware(BothModes):
+    """Middleware that only looks at the response: ``process_response(request, response)``, a
+    plain (non-blocking) function, called in-line under WSGI and ASGI alike."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self._follow(get_response)
+
+    def _call(self, request: HttpRequest) -> HttpResponse:
         return self.process_response(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
@@ -84,23 +94,16 @@ class ResponseMiddleware:
         raise NotImplementedError
 
 
-class StaticFilesMiddleware(WhiteNoiseMiddleware):
+class StaticFilesMiddleware(BothModes, WhiteNoiseMiddleware):
     """WhiteNoise, async-capable: a static file is answered at once (the lookup is a dict, or a
     stat under autorefresh in development); anything else goes on in the server's mode."""
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(self, get_response: Callable) -> None:
-        super().__init__(get_response)
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        WhiteNoiseMiddleware.__init__(self, get_response)
+        self._follow(get_response)
 
-    def __call__(self, request: HttpRequest):
-        if self.async_mode:
-            return self._acall(request)
-        return super().__call__(request)
+    def _call(self, request: HttpRequest) -> HttpResponse:
+        return WhiteNoiseMiddleware.__call__(self, request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
