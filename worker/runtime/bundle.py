@@ -105,6 +105,11 @@ def load_bundle(
         dtype = torch.float32
     if dtype != torch.float32:
         module.to(dtype)
+    # The module feeds its convolutions channels_last input (ml.bundle_module), but TorchScript
+    # loads the weights in the default layout, so every call reordered each weight first. In the
+    # same layout as the input: one image through the default bundle in fp32 on 1 thread took a
+    # median 64-74 ms before, 33-35 ms after (2-core AMD EPYC, AVX2; batches of 8 and 16 unchanged).
+    module.to(memory_format=torch.channels_last)
     level = manifest.extra.get("tta")
     if tta is not None and tta != level:
         levels = manifest.extra.get("tta_levels") or []

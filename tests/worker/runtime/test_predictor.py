@@ -57,6 +57,19 @@ def test_predict_returns_sorted_top_k_equal_to_the_bundles_probabilities(tiny_bu
         assert np.allclose(values, [p for p, _ in expected], atol=1e-6)
 
 
+def test_the_loaded_weights_are_in_the_inputs_layout_and_answer_the_same(tiny_bundle: Path) -> None:
+    """The module feeds its convolutions channels_last input; the loaded weights match it (no
+    reorder on every call) and the probabilities are those of the module as TorchScript loads it."""
+    bundle = load_bundle(tiny_bundle, precision="fp32")
+    convs = [p for p in bundle.module.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    as_saved = torch.jit.load(str(tiny_bundle / bundle.manifest.module_file)).eval()
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in as_saved.parameters() if p.ndim == 4)
+    batch = torch.from_numpy(np.stack(random_images(5, seed=2)))
+    with torch.inference_mode():
+        torch.testing.assert_close(bundle.predict(batch), as_saved(batch), atol=1e-5, rtol=0)
+
+
 def test_top_k_larger_than_the_classes_gives_every_class(tiny_bundle: Path) -> None:
     (result,) = Predictor(tiny_bundle, device="cpu").predict(random_images(1), top_k=50)
     assert len(result) == 10
