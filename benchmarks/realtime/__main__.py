@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="product: WORKER_TORCH_THREADS of its one model process (default: --torch-threads)",
     )
+    parser.add_argument(
+        "--worker-lone-threads",
+        type=int,
+        default=None,
+        help="product: WORKER_LONE_IMAGE_THREADS, torch threads for a forward pass of one image (default: the CPUs"
+        " per worker process; 0: off)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (Markdown); '-' for none")
     parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
     parser.add_argument("--keep-logs", action="store_true")
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker_torch_threads is None:
         args.worker_torch_threads = args.torch_threads
+    if args.worker_lone_threads is None:
+        args.worker_lone_threads = max(1, (os.cpu_count() or 1) // max(1, args.worker_concurrency))
     if args.requests < 1 or args.rounds < 1 or any(c < 1 for c in args.concurrency):
         parser.error("--requests, --rounds and --concurrency must be positive")
 
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the start {load_average()}",
         f"torch {torch.__version__}, {args.torch_threads} thread(s) per naive process, "
-        f"{args.worker_torch_threads} in the product's worker; bundle {bundle}",
+        f"{args.worker_torch_threads} in the product's worker ({args.worker_lone_threads or 'no change'} for a lone"
+        f" image); bundle {bundle}",
         f"inputs: {images_note}; {args.warmup} warm-up + {args.requests} measured requests per server and level, "
         f"in {args.rounds} alternating round(s)",
         f"product: gunicorn {args.web_workers} uvicorn workers, Celery prefork x{args.worker_concurrency}, "

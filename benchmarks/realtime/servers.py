@@ -40,6 +40,7 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
         "API_UPLOAD_IP_RATE": "1000000/min",
         "WORKER_TORCH_THREADS": str(args.worker_torch_threads),
         "OMP_NUM_THREADS": str(args.worker_torch_threads),
+        "WORKER_LONE_IMAGE_THREADS": str(args.worker_lone_threads or ""),
         "WORKER_BATCH_SIZE": str(args.batch_size),
         "WORKER_BATCH_WAIT_MS": str(args.batch_wait_ms),
         "LOG_LEVEL": "WARNING",

@@ -88,8 +88,6 @@ def predict_explained(
     batch = torch.from_numpy(np.stack(images))
     if tuple(batch.shape[2:]) != predictor.input_size or batch.dtype != torch.uint8 or batch.shape[1] != 3:
         raise ValueError(f"expected uint8 3 x {predictor.input_size} images, got {batch.dtype} {tuple(batch.shape)}")
-    if bundle.device.type == "cpu" and torch.get_num_threads() > 1:
-        predictor_module._ran_multithreaded = True  # the fork guard of predictor.py must know
     k = min(top_k, len(manifest.classes))
     class_index = None
     if labels is not None and has_explain:
@@ -102,20 +100,21 @@ def predict_explained(
         class_index = torch.tensor([[lookup[label] for label in row] for row in labels], dtype=torch.long)
     outputs = []
     start = 0
-    for chunk in torch.split(batch, predictor.max_batch):
-        x = chunk.to(bundle.device)
-        if has_explain:
-            cls = None if class_index is None else class_index[start : start + len(chunk)].to(bundle.device)
-            # Gradients on, and the JIT's optimising executor off: from the second call on it
-            # rewrites the graph into differentiable subgraphs whose intermediate activations
-            # autograd.grad can no longer reach ("appears to not have been used in the graph").
-            with torch.enable_grad(), torch.jit.optimized_execution(False):
-                out = module.explain(x, cls, k)
-        else:
-            with torch.inference_mode():
-                out = module.scores(x)
-        outputs.append({key: value.detach().float().cpu() for key, value in out.items()})
-        start += len(chunk)
+    with predictor_module.threads_for(bundle.device, len(batch), predictor.lone_threads):
+        for chunk in torch.split(batch, predictor.max_batch):
+            x = chunk.to(bundle.device)
+            if has_explain:
+                cls = None if class_index is None else class_index[start : start + len(chunk)].to(bundle.device)
+                # Gradients on, and the JIT's optimising executor off: from the second call on it
+                # rewrites the graph into differentiable subgraphs whose intermediate activations
+                # autograd.grad can no longer reach ("appears to not have been used in the graph").
+                with torch.enable_grad(), torch.jit.optimized_execution(False):
+                    out = module.explain(x, cls, k)
+            else:
+                with torch.inference_mode():
+                    out = module.scores(x)
+            outputs.append({key: value.detach().float().cpu() for key, value in out.items()})
+            start += len(chunk)
     merged = {
         key: torch.cat([o[key] for o in outputs], dim=1 if key.startswith("member_") else 0) for key in outputs[0]
     }

@@ -18,6 +18,11 @@ loads a model; unset, torch's default (one per core) is kept. With a prefork poo
 on C cores set it to C // N: oversubscribed OpenMP threads spin against each other. Measured with
 benchmarks.runtime on the 2-core dev box while a training job kept it busy: one image through a
 small ResNet-20 took a median 1.2 ms but p95 448 ms with 2 threads, 0.7 ms and p95 6 ms with one.
+``WORKER_LONE_IMAGE_THREADS`` (environment; unset: off) is the thread count for a forward pass of
+one image only. A lone job arrives when the machine is quiet (under load the worker takes batches),
+so the cores the web side would need are idle while it runs: with 2 instead of 1 thread one image
+through the default bundle took 16 ms instead of 31 (fp32, 2-core AMD EPYC with AVX2). Batches keep
+``WORKER_TORCH_THREADS``, leaving the other cores to the web processes under load.
 This module imports no Django.
 """
 
@@ -27,6 +32,8 @@ import os
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +49,7 @@ from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bund
 # A GPU wants large batches.
 DEFAULT_MAX_BATCH = {"cpu": 64, "cuda": 1024}
 THREADS_ENV = "WORKER_TORCH_THREADS"
+LONE_THREADS_ENV = "WORKER_LONE_IMAGE_THREADS"
 TTA_ENV = "WORKER_TTA"
 
 Prediction = list[tuple[str, float]]
@@ -54,23 +62,50 @@ _ran_multithreaded = False  # this process ran a prediction with more than one t
 _single_thread_after_fork = False  # this process was forked from one that had
 
 
+def _threads_from_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if threads < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return threads
+
+
 def configure_threads() -> int:
     """Apply WORKER_TORCH_THREADS if set; return the thread count torch now uses."""
     if _single_thread_after_fork:
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         return 1
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
-        if threads < 1:
-            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    threads = _threads_from_env(THREADS_ENV)
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+@contextmanager
+def threads_for(device: torch.device, images: int, lone_threads: int | None) -> Iterator[int]:
+    """Run a forward pass of ``images`` images on ``lone_threads`` threads when it is one image on
+    the CPU (`LONE_THREADS_ENV`), else on the process's threads; yields the count used. Marks the
+    process as having run multi-threaded, for the fork guard."""
+    global _ran_multithreaded
+    before = torch.get_num_threads()
+    switch = (
+        device.type == "cpu" and images == 1 and lone_threads is not None and lone_threads != before
+    ) and not _single_thread_after_fork
+    if switch:
+        torch.set_num_threads(lone_threads)
+    try:
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            _ran_multithreaded = True
+        yield torch.get_num_threads()
+    finally:
+        if switch:
+            torch.set_num_threads(before)
 
 
 def tta_from_env() -> int | None:
@@ -105,6 +140,7 @@ class Predictor:
         self._manifest: Manifest | None = None
         self._bundle: LoadedBundle | None = None
         self._lock = threading.Lock()
+        self.lone_threads: int | None = None  # threads for one image (LONE_THREADS_ENV, read on load)
         _live_predictors.add(self)
 
     def __repr__(self) -> str:
@@ -175,6 +211,7 @@ class Predictor:
                             stacklevel=2,
                         )
                     configure_threads()
+                    self.lone_threads = _threads_from_env(LONE_THREADS_ENV)
                     bundle = load_bundle(
                         self.bundle_dir,
                         self.device,
@@ -202,10 +239,8 @@ class Predictor:
             raise ValueError(f"images are {tuple(batch.shape[2:])} (H, W); this bundle takes {expected}")
         if batch.shape[0] == 0:
             return torch.zeros(0, len(self.classes))
-        global _ran_multithreaded
-        if bundle.device.type == "cpu" and torch.get_num_threads() > 1:
-            _ran_multithreaded = True
-        chunks = [bundle.predict(chunk) for chunk in torch.split(batch, self.max_batch)]
+        with threads_for(bundle.device, batch.shape[0], self.lone_threads):
+            chunks = [bundle.predict(chunk) for chunk in torch.split(batch, self.max_batch)]
         return torch.cat(chunks)
 
     def predict(self, images: list[np.ndarray], top_k: int = 5) -> list[Prediction]:

@@ -304,6 +304,40 @@ def test_worker_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_num_threads(original)
 
 
+def test_one_image_runs_on_the_lone_image_threads_and_a_batch_on_the_process_threads(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        monkeypatch.setenv("WORKER_TORCH_THREADS", "1")
+        monkeypatch.setenv("WORKER_LONE_IMAGE_THREADS", "2")
+        predictor = Predictor(tiny_bundle, device="cpu")
+        bundle = predictor.load()
+        assert predictor.lone_threads == 2 and torch.get_num_threads() == 1
+        real_predict = bundle.predict
+        monkeypatch.setattr(bundle, "predict", lambda x: seen.append(torch.get_num_threads()) or real_predict(x))
+        one = predictor.predict(random_images(1, seed=3))
+        assert seen == [2] and torch.get_num_threads() == 1  # switched for the pass, then back
+        batch = predictor.predict(random_images(3, seed=3))
+        assert seen == [2, 1]
+        assert [label for label, _ in one[0]] == [label for label, _ in batch[0]]  # the same answer either way
+        assert np.allclose([p for _, p in one[0]], [p for _, p in batch[0]], atol=1e-5)
+        monkeypatch.setattr(predictor_module, "_single_thread_after_fork", True)  # a child of a multi-threaded parent
+        predictor.predict(random_images(1))
+        assert seen == [2, 1, 1]
+    finally:
+        torch.set_num_threads(original)
+
+
+def test_lone_image_threads_are_checked_when_the_model_loads(tiny_bundle: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORKER_LONE_IMAGE_THREADS", "-1")
+    with pytest.raises(ValueError, match="WORKER_LONE_IMAGE_THREADS must be a positive integer, got '-1'"):
+        Predictor(tiny_bundle, device="cpu").load()
+    monkeypatch.delenv("WORKER_LONE_IMAGE_THREADS")
+    assert Predictor(tiny_bundle, device="cpu").load() is not None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_the_default_device_is_cuda_and_agrees_with_the_cpu(tiny_bundle: Path) -> None:
     batch = torch.from_numpy(np.stack(random_images(16, seed=2)))
