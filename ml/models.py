@@ -90,6 +90,23 @@ def plain_cnn(num_classes: int = 10, **options) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- ResNet (He et al. 2016, CIFAR)
+class Pointwise(nn.Conv2d):
+    """A 1x1 convolution (the ResNet shortcut) that takes every ``stride``-th pixel first and then
+    runs at stride 1: the same numbers and the same parameters as ``nn.Conv2d(cin, cout, 1,
+    stride=stride)``. oneDNN's strided 1x1 backward pass crashes the process (SIGSEGV) on CPUs
+    without AVX-512 when there are fewer than 8 input channels (torch 2.13 CPU build on a 2-core
+    AMD EPYC with AVX2, channels_last, e.g. a ResNet-20 at width 0.25)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, bias: bool = True):
+        super().__init__(cin, cout, 1, stride=1, bias=bias)
+        self.subsample = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.subsample != 1:
+            x = x[:, :, :: self.subsample, :: self.subsample]
+        return super().forward(x)
+
+
 class BasicBlock(nn.Module):
     """Post-activation basic block. The shortcut is a 1x1 conv when the shape changes."""
 
@@ -102,7 +119,7 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(cout, norm)
         self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or cin != cout):
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=not norm), _norm(cout, norm))
+            self.shortcut = nn.Sequential(Pointwise(cin, cout, stride=stride, bias=not norm), _norm(cout, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -176,7 +193,7 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.shortcut: nn.Module | None = None
         if residual and (stride != 1 or cin != cout):
-            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            self.shortcut = Pointwise(cin, cout, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
@@ -241,7 +258,7 @@ class WideBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.shortcut: nn.Module | None = None
         if residual and (stride != 1 or cin != cout):
-            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            self.shortcut = Pointwise(cin, cout, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))

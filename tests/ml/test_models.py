@@ -113,3 +113,41 @@ def test_models_command_lists_every_model(capsys) -> None:
     for name in MODELS:
         assert name in out
     assert "272,474" in out
+
+
+def test_the_pointwise_shortcut_is_a_strided_1x1_conv() -> None:
+    """Same parameters, outputs and gradients as nn.Conv2d(cin, cout, 1, stride=2)."""
+    from ml.models import Pointwise
+
+    torch.manual_seed(0)
+    ours, ref = Pointwise(4, 8, stride=2, bias=True), nn.Conv2d(4, 8, 1, stride=2, bias=True)
+    ref.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(3, 4, 9, 9, requires_grad=True)  # odd size: the last row and column are taken too
+    a, b = ours(x), ref(x)
+    torch.testing.assert_close(a, b)
+    (ga,) = torch.autograd.grad(a.square().sum(), x)
+    (gb,) = torch.autograd.grad(b.square().sum(), x)
+    torch.testing.assert_close(ga, gb)
+
+
+def test_a_narrow_resnet_trains_channels_last_on_any_cpu() -> None:
+    """A ResNet-20 at width 0.25 (4 channels before the first strided shortcut): oneDNN's strided
+    1x1 backward used to kill the process on CPUs without AVX-512. In a subprocess, so a crash
+    fails this test instead of the whole run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch, torch.nn.functional as F\n"
+        "torch.set_num_threads(1)\n"
+        "from ml.models import build_model\n"
+        "m = build_model('resnet20', num_classes=2, width=0.25).to(memory_format=torch.channels_last).train()\n"
+        "x = torch.randn(10, 3, 32, 32).contiguous(memory_format=torch.channels_last)\n"
+        "F.cross_entropy(m(x), torch.zeros(10, dtype=torch.long)).backward()\n"
+        "print(bool(torch.isfinite(m.stem[0].weight.grad).all()))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-2000:]
