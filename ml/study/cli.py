@@ -58,8 +58,10 @@ def run_study(study: Study, only: list[str] | None = None, dry_run: bool = False
 
 
 def main(argv: list[str]) -> None:
+    import ml.study  # the package's docstring is the command's manual
+
     parser = argparse.ArgumentParser(
-        prog="python -m ml study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m ml study", description=ml.study.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("config", help="study YAML (ml/configs/studies/*.yaml)")
     parser.add_argument("--only", default="", help="comma-separated conditions to run (others are reported if done)")

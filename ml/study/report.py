@@ -33,6 +33,13 @@ def hardware() -> str:
     return f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.platform()}"
 
 
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def write_report(
     study: Study, runs: dict[str, list[Run]], command: str, knock: dict[str, Any] | None, wall_s: float
 ) -> Path:
@@ -60,10 +67,7 @@ def write_report(
         "tta",
         "n_val",
     ]
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(summary)
+    _write_csv(out / "results.csv", cols, summary)
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["condition", "seed", "accuracy", "macro_f1", "train_s", "images_per_s", "tta", "folder"])
@@ -104,10 +108,7 @@ def write_report(
         "reject",
         "sentence",
     ]
-    with open(out / "hypotheses.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=hcols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(hyps)
+    _write_csv(out / "hypotheses.csv", hcols, hyps)
     # ---- figures
     figures = [_accuracy_figure(summary, out / "accuracy.png")] if summary else []
     if study.transfer:
