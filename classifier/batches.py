@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from classifier import explanations, services
+from classifier.evaluation import challenger
 from classifier.evaluation import services as evaluation
 from classifier.explanations import heatmaps
 from classifier.models import Classification
@@ -127,7 +128,7 @@ def classifications_finish_many(
     for classification in finished:
         services._notify(classification)
         if classification.status == Status.DONE:  # the challenger runs after the commit, off the user's path
-            evaluation.challenger_schedule(classification_id=classification.id)
+            challenger.challenger_schedule(classification_id=classification.id)
     return finished
 
 

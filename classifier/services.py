@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from classifier import push
 from classifier.errors import ApplicationError
+from classifier.evaluation import challenger
 from classifier.evaluation import services as evaluation
 from classifier.models import Classification
 from classifier.storage import delete_files_on_commit
@@ -222,7 +223,7 @@ def classification_complete(
     classification.finished_at = timezone.now()
     classification.save()
     _notify(classification)
-    evaluation.challenger_schedule(classification_id=classification.id)  # runs after the commit, off the user's path
+    challenger.challenger_schedule(classification_id=classification.id)  # runs after the commit, off the user's path
     return classification
 
 

@@ -106,7 +106,7 @@ def requeue_stuck() -> dict[str, int]:
 @app.task(acks_late=True, soft_time_limit=settings.CLASSIFY_SOFT_TIME_LIMIT, time_limit=settings.CLASSIFY_TIME_LIMIT)
 def challenge(classification_id: str) -> str | None:
     """Run the challenger bundle on a job the champion finished (queue CHALLENGER_QUEUE)."""
-    from classifier.evaluation import services as evaluation
+    from classifier.evaluation import challenger
 
-    shadow = evaluation.challenger_process(classification_id=classification_id)
+    shadow = challenger.challenger_process(classification_id=classification_id)
     return shadow.top_label if shadow is not None else None

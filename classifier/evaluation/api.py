@@ -22,7 +22,8 @@ from rest_framework.views import APIView
 
 from classifier import selectors
 from classifier.api import ERROR_RESPONSE, ClassificationCollectionApi
-from classifier.evaluation import exports, services
+from classifier.evaluation import exports
+from classifier.evaluation import feedback as feedback_services
 from classifier.evaluation import selectors as evaluation_selectors
 
 
@@ -99,7 +100,7 @@ class FeedbackApi(APIView):
         classification = self._classification(request, classification_id)
         serializer = self.FeedbackInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        feedback, created = services.feedback_set(
+        feedback, created = feedback_services.feedback_set(
             user=request.user, classification=classification, **serializer.validated_data
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -111,7 +112,7 @@ class FeedbackApi(APIView):
     )
     def delete(self, request: Request, classification_id: str) -> Response:
         classification = self._classification(request, classification_id)
-        services.feedback_delete(user=request.user, classification=classification)
+        feedback_services.feedback_delete(user=request.user, classification=classification)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

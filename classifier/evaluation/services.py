@@ -1,12 +1,12 @@
-"""Everything that writes ModelVersion, Feedback and ShadowPrediction rows.
+"""Everything that writes ModelVersion rows (the registry of model bundles).
 
 Model versions: `model_version_register` reads a bundle's manifest (and report/report.json, the
 offline reference) without torch and upserts its row; `model_version_seen` is what the job
 services call when a bundle produced predictions: it returns the version's id, registering the
 bundle on first sight, and keeps first/last used and the alias up to date.
 
-Challenger: `challenger_schedule` (called by classification_complete) enqueues `challenger_process`
-once the champion's result is committed, on its own queue, so it never delays a user's answer.
+Feedback rows are written by `classifier.evaluation.feedback`, shadow predictions by
+`classifier.evaluation.challenger`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from classifier.errors import ApplicationError, NotFoundError
-from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction
+from classifier.errors import ApplicationError
+from classifier.evaluation.models import ModelVersion
 from classifier.models import Classification, EvaluationReport
 from worker.runtime.manifest import BundleError, Manifest, read_manifest
 
@@ -254,134 +253,3 @@ def classes_for(classification: Classification) -> list[str] | None:
     if version is None and classification.model_version:
         version = ModelVersion.objects.filter(version=classification.model_version).first()
     return list(version.classes) if version is not None else None
-
-
-# ----------------------------------------------------------------------------- feedback
-@transaction.atomic
-def feedback_set(
-    *, user, classification: Classification, correct: bool | None = None, label: str | None = None
-) -> tuple[Feedback, bool]:
-    """Record (or change) the user's feedback on their classification; returns (feedback, created).
-
-    ``correct=True``: the top class was right. ``label="dog"``: the true class (one of the
-    version's classes; right when it is the top class). ``correct=False`` alone: wrong, true class
-    not given. Only the owner may give feedback, and only on a finished, successful job.
-    """
-    if classification.owner_id != user.pk:
-        raise NotFoundError("No such classification.")
-    if classification.status == Classification.Status.FAILED:
-        raise ApplicationError(
-            "This classification failed, so there is no answer to give feedback on. Upload the image again.",
-            code="classification_failed",
-        )
-    if classification.status != Classification.Status.DONE:
-        raise ApplicationError(
-            "This classification is not finished yet; give feedback once it is done.", code="not_finished"
-        )
-    label = (label or "").strip()
-    if correct is None and not label:
-        raise ApplicationError('Send {"correct": true} or the true class as {"label": "..."}.', code="invalid")
-    top = classification.top_label
-    if label:
-        classes = classes_for(classification)
-        if classes is None:
-            raise ApplicationError(
-                f"The classes of model version {classification.model_version!r} are unknown, so only "
-                '{"correct": true} or {"correct": false} can be recorded for this classification.',
-                code="unknown_classes",
-            )
-        if label not in classes:
-            raise ApplicationError(
-                f"{label!r} is not a class of model version {classification.model_version}; use one of: "
-                f"{', '.join(classes)}.",
-                {"label": label, "classes": classes},
-                code="invalid_label",
-            )
-        if correct is not None and correct != (label == top):
-            raise ApplicationError(
-                f'"correct": {str(correct).lower()} contradicts "label": {label!r} (the top class is {top!r}).',
-                {"label": label, "top_label": top},
-                code="invalid",
-            )
-        correct = label == top
-    elif correct:
-        label = top
-    now = timezone.now()
-    feedback, created = Feedback.objects.select_for_update().get_or_create(
-        classification=classification,
-        user=user,
-        defaults={"correct": bool(correct), "label": label, "created_at": now, "updated_at": now},
-    )
-    if not created:
-        feedback.correct = bool(correct)
-        feedback.label = label
-        feedback.updated_at = now
-        feedback.save(update_fields=["correct", "label", "updated_at"])
-    return feedback, created
-
-
-@transaction.atomic
-def feedback_delete(*, user, classification: Classification) -> None:
-    """Withdraw the user's feedback; NotFoundError when there is none."""
-    deleted, _ = Feedback.objects.filter(classification=classification, user=user).delete()
-    if not deleted:
-        raise NotFoundError("There is no feedback on this classification.")
-
-
-# ----------------------------------------------------------------------------- challenger
-def _enqueue_challenger(classification_id: str) -> None:
-    from worker.tasks import challenge  # lazy, like enqueue_classification: the worker imports services
-
-    try:
-        challenge.apply_async(args=[classification_id], queue=settings.CHALLENGER_QUEUE)
-    except Exception:  # a broker problem must never touch the champion's result
-        logger.exception("could not enqueue the challenger for classification %s", classification_id)
-
-
-def challenger_schedule(*, classification_id: uuid.UUID | str) -> None:
-    """With MODEL_BUNDLE_CHALLENGER set, run the challenger on this job once the champion's
-    result is committed (never before, never in the user's way)."""
-    if settings.MODEL_BUNDLE_CHALLENGER:
-        transaction.on_commit(lambda: _enqueue_challenger(str(classification_id)), robust=True)
-
-
-def challenger_process(*, classification_id: uuid.UUID | str) -> ShadowPrediction | None:
-    """Run MODEL_BUNDLE_CHALLENGER on a job the champion finished; store its top-k. Idempotent:
-    a job it already predicted, an unfinished job or the champion's own bundle do nothing (None)."""
-    from worker.runtime.images import ImageRejected, decode_for_model
-    from worker.runtime.predictor import get_predictor
-
-    bundle = settings.MODEL_BUNDLE_CHALLENGER
-    if not bundle:
-        return None
-    classification = Classification.objects.filter(id=classification_id, status=Classification.Status.DONE).first()
-    if classification is None:
-        return None
-    predictor = get_predictor(bundle, device=settings.MODEL_DEVICE)
-    version_id = model_version_seen(version=predictor.version, bundle_dir=bundle, alias=Alias.CHALLENGER)
-    if version_id is None or version_id == classification.bundle_version_id:
-        return None
-    existing = ShadowPrediction.objects.filter(classification=classification, model_version_id=version_id).first()
-    if existing is not None:
-        return existing
-    try:
-        with classification.image.open("rb") as f:
-            data = f.read()
-        array = decode_for_model(data, predictor.input_size, max_pixels=settings.MAX_IMAGE_PIXELS)
-    except (OSError, ImageRejected):
-        logger.warning("challenger: could not read the image of classification %s", classification_id)
-        return None
-    start = time.perf_counter()
-    [top] = predictor.predict([array], top_k=settings.PREDICTION_TOP_K)
-    seconds = time.perf_counter() - start
-    shadow, _ = ShadowPrediction.objects.get_or_create(
-        classification=classification,
-        model_version_id=version_id,
-        defaults={
-            "predictions": [{"label": label, "probability": round(float(p), 6)} for label, p in top],
-            "top_label": top[0][0],
-            "top_probability": min(max(float(top[0][1]), 0.0), 1.0),
-            "inference_seconds": seconds,
-        },
-    )
-    return shadow

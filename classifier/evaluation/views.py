@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from classifier import selectors
 from classifier.errors import ApplicationError, NotFoundError
-from classifier.evaluation import services
+from classifier.evaluation import feedback as feedback_services
 
 
 @login_required
@@ -29,19 +29,19 @@ def feedback(request: HttpRequest, id: UUID) -> HttpResponse:
     action = request.POST.get("action")
     try:
         if action == "correct":
-            services.feedback_set(user=request.user, classification=classification, correct=True)
+            feedback_services.feedback_set(user=request.user, classification=classification, correct=True)
             messages.success(request, "Thanks: recorded that the answer is right.")
         elif action == "wrong":
             label = request.POST.get("label", "").strip()
             if label:
-                services.feedback_set(user=request.user, classification=classification, label=label)
+                feedback_services.feedback_set(user=request.user, classification=classification, label=label)
                 messages.success(request, f"Thanks: recorded that this is a {label}.")
             else:
-                services.feedback_set(user=request.user, classification=classification, correct=False)
+                feedback_services.feedback_set(user=request.user, classification=classification, correct=False)
                 messages.success(request, "Thanks: recorded that the answer is wrong.")
         elif action == "delete":
             try:
-                services.feedback_delete(user=request.user, classification=classification)
+                feedback_services.feedback_delete(user=request.user, classification=classification)
             except NotFoundError:
                 pass  # already gone: the page shows no feedback either way
             messages.success(request, "Your feedback was withdrawn.")

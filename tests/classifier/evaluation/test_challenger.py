@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 from classifier import services as job_services
-from classifier.evaluation import services
+from classifier.evaluation import challenger as challenger_services
 from classifier.evaluation.models import ModelVersion, ShadowPrediction
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
@@ -28,14 +28,14 @@ def bundles(tiny_bundle, reported_bundle, settings, media_root):
 def test_challenger_runs_only_after_the_champions_result_is_committed(bundles, django_capture_on_commit_callbacks):
     job = ClassificationFactory()
     order: list[str] = []
-    real = services.challenger_process
+    real = challenger_services.challenger_process
 
     def spy(*, classification_id):
         row = Classification.objects.get(id=classification_id)
         order.append(f"challenger saw {row.status} with {len(row.predictions)} predictions")
         return real(classification_id=classification_id)
 
-    with mock.patch.object(services, "challenger_process", side_effect=spy):
+    with mock.patch.object(challenger_services, "challenger_process", side_effect=spy):
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             done = job_services.classification_process(classification_id=job.id)
             # The user's answer is complete and saved; the challenger has not run at all yet.
@@ -95,10 +95,10 @@ def test_challenger_is_idempotent_and_skips_unfinished_jobs(bundles, django_capt
     with django_capture_on_commit_callbacks(execute=True):
         job_services.classification_process(classification_id=job.id)
     first = ShadowPrediction.objects.get()
-    assert services.challenger_process(classification_id=job.id) == first  # a redelivered task
+    assert challenger_services.challenger_process(classification_id=job.id) == first  # a redelivered task
     assert ShadowPrediction.objects.count() == 1
     queued = ClassificationFactory()
-    assert services.challenger_process(classification_id=queued.id) is None
+    assert challenger_services.challenger_process(classification_id=queued.id) is None
     assert ShadowPrediction.objects.count() == 1
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from classifier import services as job_services
 from classifier.errors import ApplicationError, NotFoundError
+from classifier.evaluation import feedback as feedback_services
 from classifier.evaluation import services
 from classifier.evaluation.models import Feedback, ModelVersion
 from classifier.models import Classification
@@ -144,30 +145,30 @@ def version():
 
 def test_feedback_correct_records_the_top_class(version):
     job = done_job(version, top="cat")
-    feedback, created = services.feedback_set(user=job.owner, classification=job, correct=True)
+    feedback, created = feedback_services.feedback_set(user=job.owner, classification=job, correct=True)
     assert created and (feedback.correct, feedback.label) == (True, "cat")
 
 
 def test_feedback_label_sets_correct_from_the_top_class(version):
     job = done_job(version, top="cat")
-    feedback, _ = services.feedback_set(user=job.owner, classification=job, label="dog")
+    feedback, _ = feedback_services.feedback_set(user=job.owner, classification=job, label="dog")
     assert (feedback.correct, feedback.label) == (False, "dog")
-    feedback, created = services.feedback_set(user=job.owner, classification=job, label="cat")
+    feedback, created = feedback_services.feedback_set(user=job.owner, classification=job, label="cat")
     assert not created and (feedback.correct, feedback.label) == (True, "cat")
 
 
 def test_feedback_wrong_without_a_label(version):
     job = done_job(version, top="cat")
-    feedback, _ = services.feedback_set(user=job.owner, classification=job, correct=False)
+    feedback, _ = feedback_services.feedback_set(user=job.owner, classification=job, correct=False)
     assert (feedback.correct, feedback.label) == (False, "")
 
 
 def test_one_feedback_per_user_and_classification_changeable(version):
     job = done_job(version)
-    services.feedback_set(user=job.owner, classification=job, correct=True)
+    feedback_services.feedback_set(user=job.owner, classification=job, correct=True)
     first = Feedback.objects.get()
-    services.feedback_set(user=job.owner, classification=job, label="frog")
-    services.feedback_set(user=job.owner, classification=job, label="ship")
+    feedback_services.feedback_set(user=job.owner, classification=job, label="frog")
+    feedback_services.feedback_set(user=job.owner, classification=job, label="ship")
     feedback = Feedback.objects.get()  # still one row
     assert feedback.pk == first.pk and feedback.label == "ship" and not feedback.correct
     assert feedback.updated_at >= feedback.created_at
@@ -181,28 +182,28 @@ def test_one_feedback_per_user_and_classification_changeable(version):
 def test_label_must_be_one_of_the_versions_classes(version):
     job = done_job(version)
     with pytest.raises(ApplicationError) as info:
-        services.feedback_set(user=job.owner, classification=job, label="zebra")
+        feedback_services.feedback_set(user=job.owner, classification=job, label="zebra")
     assert info.value.code == "invalid_label" and info.value.status_code == 400
     assert "zebra" in info.value.message and "airplane" in info.value.message
     assert info.value.extra["classes"] == CIFAR10_CLASSES
     with pytest.raises(ApplicationError):
-        services.feedback_set(user=job.owner, classification=job, label="Cat")  # classes are exact
+        feedback_services.feedback_set(user=job.owner, classification=job, label="Cat")  # classes are exact
     assert not Feedback.objects.exists()
 
 
 def test_label_uses_the_classes_of_the_version_that_answered():
     coarse = ModelVersionFactory(classes=["animal", "vehicle"])
     job = done_job(coarse, top="animal")
-    assert services.feedback_set(user=job.owner, classification=job, label="vehicle")[0].label == "vehicle"
+    assert feedback_services.feedback_set(user=job.owner, classification=job, label="vehicle")[0].label == "vehicle"
     with pytest.raises(ApplicationError):
-        services.feedback_set(user=job.owner, classification=job, label="dog")
+        feedback_services.feedback_set(user=job.owner, classification=job, label="dog")
 
 
 def test_unregistered_version_allows_right_or_wrong_but_no_label():
     job = done_job(None)
-    assert services.feedback_set(user=job.owner, classification=job, correct=True)[0].correct
+    assert feedback_services.feedback_set(user=job.owner, classification=job, correct=True)[0].correct
     with pytest.raises(ApplicationError) as info:
-        services.feedback_set(user=job.owner, classification=job, label="dog")
+        feedback_services.feedback_set(user=job.owner, classification=job, label="dog")
     assert info.value.code == "unknown_classes"
 
 
@@ -210,37 +211,37 @@ def test_contradictory_or_empty_feedback_is_refused(version):
     job = done_job(version, top="cat")
     for kwargs in ({"correct": True, "label": "dog"}, {"correct": False, "label": "cat"}, {}, {"label": "  "}):
         with pytest.raises(ApplicationError):
-            services.feedback_set(user=job.owner, classification=job, **kwargs)
-    assert services.feedback_set(user=job.owner, classification=job, correct=True, label="cat")[0].correct
+            feedback_services.feedback_set(user=job.owner, classification=job, **kwargs)
+    assert feedback_services.feedback_set(user=job.owner, classification=job, correct=True, label="cat")[0].correct
 
 
 def test_only_the_owner_gives_feedback(version):
     job = done_job(version)
     with pytest.raises(NotFoundError):
-        services.feedback_set(user=UserFactory(), classification=job, correct=True)
+        feedback_services.feedback_set(user=UserFactory(), classification=job, correct=True)
     assert not Feedback.objects.exists()
 
 
 def test_failed_and_unfinished_jobs_refuse_feedback_with_a_message(version):
     failed = ClassificationFactory(failed=True)
     with pytest.raises(ApplicationError) as info:
-        services.feedback_set(user=failed.owner, classification=failed, correct=True)
+        feedback_services.feedback_set(user=failed.owner, classification=failed, correct=True)
     assert info.value.code == "classification_failed" and "failed" in info.value.message
     for status in (Classification.Status.QUEUED, Classification.Status.RUNNING):
         job = ClassificationFactory(status=status)
         with pytest.raises(ApplicationError) as info:
-            services.feedback_set(user=job.owner, classification=job, correct=True)
+            feedback_services.feedback_set(user=job.owner, classification=job, correct=True)
         assert info.value.code == "not_finished"
     assert not Feedback.objects.exists()
 
 
 def test_feedback_delete(version):
     job = done_job(version)
-    services.feedback_set(user=job.owner, classification=job, correct=True)
-    services.feedback_delete(user=job.owner, classification=job)
+    feedback_services.feedback_set(user=job.owner, classification=job, correct=True)
+    feedback_services.feedback_delete(user=job.owner, classification=job)
     assert not Feedback.objects.exists()
     with pytest.raises(NotFoundError):
-        services.feedback_delete(user=job.owner, classification=job)
+        feedback_services.feedback_delete(user=job.owner, classification=job)
 
 
 def test_registering_links_earlier_jobs_of_that_version(tiny_bundle):
