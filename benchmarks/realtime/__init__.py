@@ -1,6 +1,7 @@
 """Real time under load: the product against a naive in-request server, in the same run.
 
-(`servers` starts both, `client` sends the requests of a phase, `report` writes the results;
+(`servers` starts both, `client` sends the requests of a phase, `cpu` reads the CPU each
+component used, `report` writes the results;
 `__main__` runs it.)
 
     python -m benchmarks.realtime                                   # 1 and 32 clients, 300 requests each
@@ -31,7 +32,10 @@ For each level and server it prints (and writes to ``--out``, default
 benchmarks/results/realtime.md, rewritten after every phase so an interrupted run leaves what
 it measured) p50/p95/p99 end-to-end latency, throughput, errors, the ratios product/naive, and
 for the product where the time went (queue wait, batch run, web + push; mean batch size) from
-the jobs' own timestamps. At the end every accepted job is looked up: lost = accepted - done.
+the jobs' own timestamps, and where the cores went: the CPU milliseconds each component (web,
+worker, naive server, PostgreSQL, Redis, the client, the rest of the machine) spent per answered
+image, the share of the cores left idle, and the throughput that total allows (`cpu`, from
+/proc; on two cores the 32-client throughput is that budget). At the end every accepted job is looked up: lost = accepted - done.
 The bundle is ``--bundle`` (default bundles/default). Both servers run torch with one thread per
 process (``--torch-threads``). Everything it started is stopped at the end, by process group.
 

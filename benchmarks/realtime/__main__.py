@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         n,
                         args.wait,
                         offset=sum(len(p.latencies) + sum(p.errors.values()) for p in rounds[server]),
+                        groups={name: proc.pid for name, proc in stack.procs},  # each started its own session
                     )
                     if server == "product+maps":
                         phase.maps_s = wait_for_maps(apis[server], phase.job_ids)

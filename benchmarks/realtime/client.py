@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from benchmarks.load import (
     Api,
 )
+from benchmarks.realtime import cpu
 
 
 def nearest_rank(values: list[float], p: float) -> float:
@@ -47,6 +48,7 @@ class Phase:
     load_end: str = ""
     maps_s: float | None = None  # product+maps: how long after the phase the last map was drawn
     rounds: list[Phase] = field(default_factory=list)  # the rounds it pools (benchmarks.realtime --rounds)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by component (benchmarks.realtime.cpu)
 
     @property
     def ok(self) -> int:
@@ -69,6 +71,8 @@ class Phase:
             phase.errors += r.errors
             phase.job_ids += r.job_ids
             phase.wall += r.wall
+            for component, seconds in r.cpu.items():
+                phase.cpu[component] = phase.cpu.get(component, 0.0) + seconds
         maps = [r.maps_s for r in rounds if r.maps_s is not None]
         phase.maps_s = max(maps) if maps else None
         phase.rounds = rounds
@@ -97,8 +101,17 @@ def one_request(api: Api, server: str, name: str, image: bytes, wait: float) -> 
 
 
 def run_phase(
-    api: Api, server: str, clients: int, images: list[tuple[str, bytes]], n: int, wait: float, offset: int
+    api: Api,
+    server: str,
+    clients: int,
+    images: list[tuple[str, bytes]],
+    n: int,
+    wait: float,
+    offset: int,
+    groups: dict[str, int] | None = None,
 ) -> Phase:
+    """``n`` requests from ``clients`` threads; ``groups`` (name -> process group): also the CPU
+    each component used meanwhile (benchmarks.realtime.cpu)."""
     phase = Phase(server, clients, load_start=load_average())
     lock = threading.Lock()
     counter = iter(range(n))
@@ -122,12 +135,14 @@ def run_phase(
                     phase.errors[error] += 1
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    before = cpu.snapshot(groups or {})
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     phase.wall = time.perf_counter() - t0
+    phase.cpu = cpu.spent(before, cpu.snapshot(groups or {}))
     phase.load_end = load_average()
     return phase
 

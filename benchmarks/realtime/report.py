@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from statistics import median
@@ -33,6 +34,31 @@ def breakdown(phase: Phase, jobs: dict[str, dict]) -> str:
         f"web + upload + push {max(e2e - server, 0) * 1000:.1f} ms (client p50 minus queued->finished); "
         f"mean batch {mean_batch:.1f} jobs ({len(batch_sizes)} batches)"
     )
+
+
+# ----------------------------------------------------------------------------- where the cores went
+CPU_ORDER = ("product-web", "worker", "naive-web", "postgres", "redis", "client", "other")
+
+
+def cpu_table(phases: list[Phase], cpus: int) -> list[str]:
+    """CPU milliseconds per answered image by component (benchmarks.realtime.cpu), the total, the
+    share of the cores left idle, and the throughput those milliseconds allow on ``cpus`` cores."""
+    measured = [ph for ph in phases if ph.cpu and ph.ok]
+    if not measured:
+        return ["(not measured: no /proc on this machine)"]
+    present = [c for c in CPU_ORDER if any(ph.cpu.get(c, 0.0) > 0 for ph in measured)]
+    lines = [
+        "| clients | server | " + " | ".join(present) + " | total | cores idle | ceiling /s |",
+        "|---:|---|" + "---:|" * (len(present) + 3),
+    ]
+    for ph in measured:
+        per_image = {c: ph.cpu.get(c, 0.0) * 1000 / ph.ok for c in present}
+        total = sum(per_image.values())
+        idle = ph.cpu.get("idle", 0.0) / (ph.wall * cpus) if ph.wall else float("nan")
+        cells = " | ".join(f"{per_image[c]:.1f}" for c in present)
+        ceiling = cpus * 1000 / total if total else float("nan")
+        lines.append(f"| {ph.clients} | {ph.server} | {cells} | {total:.1f} | {idle:.0%} | {ceiling:.0f} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------- report
@@ -85,6 +111,16 @@ def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | N
                     lines.append(
                         f"  (the maps of the last answers were all drawn {ph.maps_s:.1f} s after the phase ended)"
                     )
+    if any(ph.cpu for ph in phases):
+        lines += [
+            "",
+            "## Where the cores went (CPU ms per answered image, from /proc)",
+            "",
+            "Each component's user + system time during the phase, over the images answered; ceiling: the"
+            f" throughput that total allows on {os.cpu_count()} cores with nothing idle.",
+            "",
+            *cpu_table(phases, os.cpu_count() or 1),
+        ]
     if lost is not None:
         lines += ["", f"**Lost product jobs: {lost}** (accepted - done, checked against the API after the run)."]
     return "\n".join(lines) + "\n"
