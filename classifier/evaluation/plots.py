@@ -1,20 +1,29 @@
 """PNG figures for the staff pages, drawn server-side with matplotlib's Agg canvas.
 
 The object API (Figure + FigureCanvasAgg), not pyplot: no global figure state, so concurrent
-requests in threads of one process do not draw into each other's figures.
+requests in threads of one process do not draw into each other's figures. matplotlib is imported
+by the first figure, not with the admin: a web process that never draws one does not load it
+(what that saves at start: classifier.evaluation.stats).
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(**kwargs: Any) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -33,7 +42,7 @@ def drift_png(drift: dict[str, Any], title: str = "") -> bytes:
     days = drift["days"]
     labels = [d["day"].strftime("%m-%d") for d in days]
     x = list(range(len(days)))
-    fig = Figure(figsize=(10, 9))
+    fig = _figure(figsize=(10, 9))
     ax1, ax2, ax3 = fig.subplots(3, 1)
     if title:
         fig.suptitle(title)
@@ -77,6 +86,8 @@ def drift_png(drift: dict[str, Any], title: str = "") -> bytes:
         (lab, d["shares"]) for lab, d in zip(labels, days, strict=True)
     ]
     if columns and classes:
+        import matplotlib
+
         cmap = matplotlib.colormaps["tab20"]
         bottoms = [0.0] * len(columns)
         for j, name in enumerate(classes):
@@ -101,7 +112,7 @@ def operations_png(ops: dict[str, Any]) -> bytes:
     days = ops["days"]
     labels = [d["day"].strftime("%m-%d") for d in days]
     x = list(range(len(days)))
-    fig = Figure(figsize=(11, 8))
+    fig = _figure(figsize=(11, 8))
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
 
     if days:

@@ -122,6 +122,28 @@ def test_requeue_stuck_task(media_root, django_capture_on_commit_callbacks, sett
     delay.assert_called_once_with(str(c.id))
 
 
+def test_web_process_starts_without_the_plotting_and_statistics_libraries():
+    """The admin's figures and tests load matplotlib, scipy and statsmodels when first used, not
+    in every web process at start (they cost it most of its start-up time and memory)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'webapp.settings.test'\n"
+        "import django; django.setup()\n"
+        "import webapp.urls, classifier.api, classifier.evaluation.admin\n"
+        "print(sorted(m for m in ('matplotlib', 'scipy', 'statsmodels', 'sklearn', 'torch') if m in sys.modules))\n"
+        "from classifier.evaluation import plots, stats\n"
+        "assert stats.wilson_interval(5, 10) is not None and plots.operations_png\n"
+        "print(sorted(m for m in ('scipy', 'statsmodels') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.split("\n")[:2] == ["[]", "['scipy', 'statsmodels']"]
+
+
 def test_web_side_never_imports_torch_and_worker_parent_never_initialises_cuda():
     import subprocess
     import sys
