@@ -6,7 +6,13 @@ The model is not loaded here: each pool process loads it lazily on its first tas
 
 import os
 
-from celery import Celery
+# Idle OpenMP threads sleep instead of spinning (libgomp spins by default, about 10 ms of a core
+# after every multi-threaded forward pass: WORKER_LONE_IMAGE_THREADS). On a machine shared with
+# the web server that spin is stolen from it. Read when torch loads its OpenMP runtime, so it is
+# set before anything imports torch; an OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from celery import Celery  # noqa: E402
 from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")

@@ -18,7 +18,9 @@ ratios of each round are listed under the pooled ones):
 * **product** (services mode, production settings): gunicorn with uvicorn (ASGI) workers,
   PostgreSQL (database ``--database``, dropped and recreated), Redis (``--broker``) for the
   queue and the push, one Celery worker with micro-batching (``--batch-size``,
-  ``--batch-wait-ms``). A request is ``POST /api/v1/classifications/?wait=30``; it counts when
+  ``--batch-wait-ms``) and ``--worker-concurrency`` pool processes (2, as the compose file's CPU
+  worker: while one runs a batch, the other collects the next; a lone image runs on all the
+  CPUs, ``--worker-lone-threads``). A request is ``POST /api/v1/classifications/?wait=30``; it counts when
   the answer is 202 with the job ``done`` (the answer with the members, agreement, "not sure" and
   OOD; Grad-CAM maps are the API's ``?explain=true``).
 * **product+maps** (``--with-heatmaps``): the same server, ``?wait=30&explain=true`` as the web

@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="cifar_realtime_bench", help="dropped and recreated each run")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--web-workers", type=int, default=2, help="product: gunicorn uvicorn workers")
-    parser.add_argument("--worker-concurrency", type=int, default=1, help="product: Celery prefork processes")
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=2,
+        help="product: Celery prefork processes (2, as the compose file's CPU worker: while one runs a batch,"
+        " the other collects the next)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="product: WORKER_BATCH_SIZE")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="product: WORKER_BATCH_WAIT_MS")
     parser.add_argument("--naive-workers", type=int, default=2)
@@ -62,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-lone-threads",
         type=int,
         default=None,
-        help="product: WORKER_LONE_IMAGE_THREADS, torch threads for a forward pass of one image (default: the CPUs"
-        " per worker process; 0: off)",
+        help="product: WORKER_LONE_IMAGE_THREADS, torch threads for a forward pass of one image (default: the"
+        " machine's CPUs; 0: off)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (Markdown); '-' for none")
     parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_torch_threads is None:
         args.worker_torch_threads = args.torch_threads
     if args.worker_lone_threads is None:
-        args.worker_lone_threads = max(1, (os.cpu_count() or 1) // max(1, args.worker_concurrency))
+        args.worker_lone_threads = os.cpu_count() or 1
     if args.requests < 1 or args.rounds < 1 or any(c < 1 for c in args.concurrency):
         parser.error("--requests, --rounds and --concurrency must be positive")
 

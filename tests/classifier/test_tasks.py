@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
@@ -142,6 +143,21 @@ def test_web_process_starts_without_the_plotting_and_statistics_libraries():
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert out.split("\n")[:2] == ["[]", "['scipy', 'statsmodels']"]
+
+
+def test_worker_sets_passive_openmp_waiting_unless_told_otherwise():
+    import subprocess
+    import sys
+
+    code = "import os, worker.celery; print(os.environ['OMP_WAIT_POLICY'])"
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = [sys.executable, "-c", code]
+    assert (
+        subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
+    )
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
 
 
 def test_web_side_never_imports_torch_and_worker_parent_never_initialises_cuda():
