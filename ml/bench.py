@@ -30,8 +30,10 @@ import torch.nn.functional as F
 
 from ml import precision as prec
 from ml.augment import augment_batch, normalize
+from ml.config import load_config
 from ml.models import build_model, count_flops, count_parameters
-from ml.train import load_config, param_groups, pick_device
+from ml.runs import pick_device
+from ml.train import param_groups
 
 
 @dataclass

@@ -50,9 +50,10 @@ from ml import precision as prec
 from ml.augment import cutout, normalize, random_crop
 from ml.bench import device_name
 from ml.checkpoint import save_checkpoint
+from ml.config import load_config
 from ml.data import load_source, stratified_split
 from ml.models import build_model, count_flops, count_parameters
-from ml.train import load_config, pick_device, progress, run_dir
+from ml.runs import pick_device, progress, run_dir
 from ml.tta import TestTimeAugment
 
 

@@ -28,13 +28,8 @@ import csv
 import dataclasses
 import gc
 import math
-import os
-import re
 import time
-import types
-import typing
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +43,11 @@ from torch import nn
 from ml import precision as prec
 from ml.augment import augment_batch, normalize
 from ml.checkpoint import read_checkpoint, save_checkpoint
+from ml.config import load_config as load_config_of
 from ml.data import load_source, stratified_split
+from ml.finetune import head_name, load_backbone, parse_freeze, train_mode
 from ml.models import build_model, count_flops, count_parameters
+from ml.runs import distributed_setup, pick_device, progress, run_dir, write_tensorboard
 
 
 # ============================================================================= config
@@ -105,62 +103,12 @@ class TrainConfig:
     resume: str = ""  # checkpoint.pt of an interrupted run, resumed in place
 
 
-def _parse_value(field_type: Any, raw: str) -> Any:
-    origin = typing.get_origin(field_type)
-    if origin in (typing.Union, types.UnionType):
-        field_type = next(t for t in typing.get_args(field_type) if t is not type(None))
-    if field_type is bool:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected a boolean, got {raw!r}")
-    return field_type(raw)
-
-
-def load_config(config_file: str | None, overrides: list[str], cls: type | None = None) -> Any:
-    """Defaults, then the YAML file, then ``key=value`` overrides; unknown keys are refused."""
-    cls = cls or TrainConfig
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{config_file} must hold a mapping of config keys")
-        values.update(loaded)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value")
-        if key not in hints:
-            raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(hints)}")
-        try:
-            values[key] = _parse_value(hints[key], raw)
-        except ValueError as exc:
-            raise ValueError(f"bad value for {key}: {exc}") from exc
-    unknown = set(values) - set(hints)
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    for key, value in values.items():  # YAML values are checked too
-        expected = hints[key]
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            values[key] = float(value)
-        elif expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            values[key] = str(value)  # YAML reads freeze: 3 as an int
-        elif typing.get_origin(expected) is None and (
-            not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))
-        ):
-            raise ValueError(f"config key {key} must be {expected.__name__}, got {value!r}")
-    return cls(**values)
+def load_config(config_file: str | None, overrides: list[str], cls: type = TrainConfig) -> Any:
+    """`TrainConfig` (or ``cls``) from its defaults, the YAML file and ``key=value`` overrides (ml.config)."""
+    return load_config_of(config_file, overrides, cls)
 
 
 # ============================================================================= helpers
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def param_groups(
     model: nn.Module, weight_decay: float, head: str | None = None, backbone_lr_mult: float = 1.0
 ) -> list[dict[str, Any]]:
@@ -242,127 +190,6 @@ def infer(
             out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
-
-
-def run_dir(cfg: Any) -> Path:
-    if getattr(cfg, "resume", ""):
-        return Path(cfg.resume).parent
-    # Two runs started in the same second (a sweep, a test) must not share a folder: the second
-    # gets a numeric suffix. mkdir(exist_ok=False) makes the claim atomic between processes.
-    stem = Path(cfg.out_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.name}"
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        path = stem if attempt == 1 else stem.with_name(f"{stem.name}-{attempt}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a fresh run folder beside {stem}")
-
-
-def progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
-
-
-def head_name(model: nn.Module) -> str:
-    """Name of the classifier: the last nn.Linear of the model (``fc``, ``head.4``)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier")
-    return names[-1]
-
-
-def backbone_units(model: nn.Module) -> list[str]:
-    """The freezable units, input to output: each top-level child, except that a Sequential of
-    blocks (``layers``, ``features``) is split into its blocks; the child holding the classifier is
-    left out. CIFAR ResNet-20: stem, layers.0 ... layers.8."""
-    head = head_name(model)
-    units = []
-    for name, child in model.named_children():
-        if head == name or head.startswith(name + "."):
-            continue
-        blocks = list(child.named_children()) if isinstance(child, nn.Sequential) else []
-        if blocks and all(any(True for _ in b.children()) for _, b in blocks):
-            units += [f"{name}.{i}" for i, _ in blocks]
-        else:
-            units.append(name)
-    return units
-
-
-def parse_freeze(spec: str, model: nn.Module) -> list[str]:
-    """``freeze=`` to unit names: "" (none), "3" (the first three units), "backbone" (all but the
-    classifier) or a comma list of units and ranges, e.g. "stem,layers.0-2"."""
-    units = backbone_units(model)
-    spec = spec.strip()
-    if not spec:
-        return []
-    if spec.isdigit():
-        if int(spec) > len(units):
-            raise ValueError(f"freeze={spec}: the model has only {len(units)} units ({', '.join(units)})")
-        return units[: int(spec)]
-    if spec in ("backbone", "all"):
-        return units
-    chosen: list[str] = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        match = re.fullmatch(r"(.+)\.(\d+)-(\d+)", item)
-        names = [f"{match[1]}.{i}" for i in range(int(match[2]), int(match[3]) + 1)] if match else [item]
-        for name in names:
-            if name not in units:
-                raise ValueError(f"freeze: unknown unit {name!r}; this model's units are {', '.join(units)}")
-            chosen.append(name)
-    return [u for u in units if u in chosen]
-
-
-def load_backbone(model: nn.Module, ckpt: dict[str, Any], keep_head: bool) -> list[str]:
-    """Copy the checkpoint's weights into ``model``; the classifier only when ``keep_head``.
-    Returns the names that were not loaded (the new head's)."""
-    head = head_name(model)
-    state = {k: v for k, v in ckpt["state_dict"].items() if keep_head or not k.startswith(head + ".")}
-    own = model.state_dict()
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if wrong:
-        raise ValueError(f"init_from: shapes differ for {', '.join(wrong[:5])}; is it the same model and width?")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith(head + ".")] + list(unexpected)
-    if bad:
-        raise ValueError(f"init_from: the checkpoint does not fit this model ({', '.join(bad[:5])})")
-    return list(missing)
-
-
-def train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
-    """Training mode, except frozen units stay in eval so their batch-norm statistics stay fixed."""
-    model.train()
-    for module in frozen:
-        module.eval()
-
-
-def write_tensorboard(out: Path, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
-        print("tensorboard is not installed; no TensorBoard logs")
-        return None
-    return SummaryWriter(log_dir=str(out / "tb"))
-
-
-def distributed_setup(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) under torchrun; (0, 1, device) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
 
 
 # ============================================================================= train

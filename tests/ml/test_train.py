@@ -1,5 +1,5 @@
-"""ml.train: config loading, schedules, parameter groups, EMA, the run folder, resume, early
-stopping, data options, fine-tuning and freezing. Tiny runs (about a second each) on generated data."""
+"""ml.train: config loading, schedules, parameter groups, EMA, resume, early stopping, data
+options, fine-tuning and freezing in real runs (the helpers: test_finetune.py, test_runs.py). Tiny runs (about a second each) on generated data."""
 
 from __future__ import annotations
 
@@ -19,13 +19,9 @@ from ml.models import build_model
 from ml.train import (
     EMA,
     TrainConfig,
-    backbone_units,
-    head_name,
-    load_backbone,
     load_config,
     lr_factor,
     param_groups,
-    parse_freeze,
     train,
 )
 from tests.ml.fakedata import CIFAR10_CLASSES, tiny_train_overrides
@@ -324,36 +320,6 @@ def test_class_list_and_test_split(cifar10_archive: Path, tmp_path: Path) -> Non
 
 
 # ============================================================================= fine-tuning
-def test_units_and_freeze_specs() -> None:
-    model = build_model("resnet20", width=0.25)
-    assert backbone_units(model) == ["stem"] + [f"layers.{i}" for i in range(9)]
-    assert head_name(model) == "fc"
-    assert parse_freeze("", model) == []
-    assert parse_freeze("3", model) == ["stem", "layers.0", "layers.1"]
-    assert parse_freeze("layers.2-3, stem", model) == ["stem", "layers.2", "layers.3"]
-    assert parse_freeze("backbone", model) == backbone_units(model)
-    with pytest.raises(ValueError, match="unknown unit 'layers.9'.*stem, layers.0"):
-        parse_freeze("layers.7-9", model)
-    with pytest.raises(ValueError, match="only 10 units"):
-        parse_freeze("11", model)
-    preact = build_model("preact_resnet18", width=0.125)
-    assert backbone_units(preact)[0] == "stem" and backbone_units(preact)[-1] == "bn"
-    plain = build_model("plain_cnn")
-    assert backbone_units(plain) == ["features.0", "features.1", "features.2"] and head_name(plain) == "head.4"
-
-
-def test_load_backbone_keeps_or_replaces_the_head(tiny_run: Path) -> None:
-    ckpt = read_checkpoint(tiny_run / "checkpoint.pt")
-    same = build_model("resnet20", num_classes=4, width=0.25)
-    assert load_backbone(same, ckpt, keep_head=True) == []
-    assert torch.equal(same.fc.weight, ckpt["state_dict"]["fc.weight"])
-    other = build_model("resnet20", num_classes=10, width=0.25)
-    assert load_backbone(other, ckpt, keep_head=False) == ["fc.weight", "fc.bias"]
-    assert torch.equal(other.stem[0].weight, ckpt["state_dict"]["stem.0.weight"])
-    with pytest.raises(ValueError, match="shapes differ"):
-        load_backbone(build_model("resnet20", num_classes=4, width=0.5), ckpt, keep_head=True)
-
-
 def test_fine_tune_new_classes_with_frozen_stages(tiny_run: Path, cifar10_dir: Path, tmp_path: Path) -> None:
     init = read_checkpoint(tiny_run / "checkpoint.pt")
     cfg = config(
@@ -417,14 +383,6 @@ def test_new_head_reinitialises_even_for_the_same_classes(
     assert loaded["keep_head"] is False
 
 
-def test_frozen_batchnorm_stays_in_eval_mode() -> None:
-    model = build_model("resnet20", width=0.25)
-    frozen = [model.get_submodule(n) for n in parse_freeze("2", model)]
-    ml.train.train_mode(model, frozen)
-    assert not model.stem[1].training and not model.layers[0].bn1.training
-    assert model.layers[1].bn1.training and model.training
-
-
 def test_infer_returns_cpu_float_logits() -> None:
     model = build_model("resnet20", width=0.25)
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8))
@@ -441,24 +399,3 @@ def test_cuda_run_bf16_channels_last(shared_image_folder: Path, tmp_path: Path, 
     assert ckpt["state_dict"]["fc.weight"].dtype == torch.float32  # autocast leaves the weights in fp32
     rows = metrics(run)
     assert len(rows) == 2 and all(math.isfinite(float(r["val_loss"])) for r in rows)
-
-
-def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
-    from datetime import datetime as real_datetime
-
-    import ml.train as train_module
-
-    class FrozenClock(real_datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return real_datetime(2026, 11, 22, 8, 0, 0)
-
-    monkeypatch.setattr(train_module, "datetime", FrozenClock)
-    cfg = TrainConfig(out_dir=str(tmp_path), name="same")
-    first, second, third = (train_module.run_dir(cfg) for _ in range(3))
-    assert [p.name for p in (first, second, third)] == [
-        "20261122-080000-same",
-        "20261122-080000-same-2",
-        "20261122-080000-same-3",
-    ]
-    assert all(p.is_dir() for p in (first, second, third))
