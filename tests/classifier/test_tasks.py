@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
@@ -123,12 +125,18 @@ def test_requeue_stuck_task(media_root, django_capture_on_commit_callbacks, sett
     delay.assert_called_once_with(str(c.id))
 
 
+def _python(code: str, env: dict[str, str] | None = None) -> list[str]:
+    """The lines a fresh interpreter prints running ``code`` from the repository root."""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return run.stdout.splitlines()
+
+
 def test_web_process_starts_without_the_plotting_and_statistics_libraries():
     """The admin's figures and tests load matplotlib, scipy and statsmodels when first used, not
     in every web process at start (they cost it most of its start-up time and memory)."""
-    import subprocess
-    import sys
-
     code = (
         "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'webapp.settings.test'\n"
         "import django; django.setup()\n"
@@ -138,32 +146,17 @@ def test_web_process_starts_without_the_plotting_and_statistics_libraries():
         "assert stats.wilson_interval(5, 10) is not None and plots.operations_png\n"
         "print(sorted(m for m in ('scipy', 'statsmodels') if m in sys.modules))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    assert out.split("\n")[:2] == ["[]", "['scipy', 'statsmodels']"]
+    assert _python(code)[:2] == ["[]", "['scipy', 'statsmodels']"]
 
 
 def test_worker_sets_passive_openmp_waiting_unless_told_otherwise():
-    import subprocess
-    import sys
-
     code = "import os, worker.celery; print(os.environ['OMP_WAIT_POLICY'])"
-    root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    run = [sys.executable, "-c", code]
-    assert (
-        subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
-    )
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
+    assert _python(code, env) == ["PASSIVE"]
+    assert _python(code, {**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE"]
 
 
 def test_web_side_never_imports_torch_and_worker_parent_never_initialises_cuda():
-    import subprocess
-    import sys
-
     code = (
         "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'webapp.settings.test'\n"
         "import django; django.setup()\n"
@@ -174,8 +167,4 @@ def test_web_side_never_imports_torch_and_worker_parent_never_initialises_cuda()
         "import torch\n"
         "print('parent', 'torch' in sys.modules, torch.cuda.is_initialized())\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    assert out.split("\n")[:2] == ["web False", "parent True False"]
+    assert _python(code)[:2] == ["web False", "parent True False"]
