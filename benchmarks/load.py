@@ -36,245 +36,37 @@ to end; submit p50 243 ms, p99 530 ms; 7 min 43 s wall for the whole command.
 from __future__ import annotations
 
 import argparse
-import http.client
-import io
-import json
 import os
 import platform
-import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-# The CIFAR-10 JPEGs in the shared/ folder beside the checkout, wherever the checkout is.
-DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg" / "train"
+from benchmarks.client import DEFAULT_IMAGES, Api, load_images, parse_time, percentiles
+from benchmarks.services import (
+    ROOT,
+    Stack,
+    create_token,
+    free_port,
+    log,
+    product_env,
+    recreate_database,
+    wait_http,
+    wait_worker_ready,
+)
+
 FINISHED = ("done", "failed")
 PENDING = ("queued", "running")
 
 
-# ----------------------------------------------------------------------------- small helpers
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def percentiles(values: list[float], unit: str = "ms") -> str:
-    """p50 / p90 / p99 / max by nearest rank, in ``unit`` (ms or s)."""
-    if not values:
-        return "n/a"
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
-
-    scale = 1000.0 if unit == "ms" else 1.0
-    parts = [f"p{p}={rank(p) * scale:.1f}" for p in (50, 90, 99)] + [f"max={ordered[-1] * scale:.1f}"]
-    return f"{' '.join(parts)} {unit} (n={len(ordered)})"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def parse_time(value: str | None) -> float | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
-
-
-# ----------------------------------------------------------------------------- HTTP client
-class Api:
-    """One keep-alive connection per thread to the API, token-authenticated."""
-
-    def __init__(self, base_url: str, token: str, timeout: float = 60.0):
-        parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.prefix = parts.path.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.local = threading.local()
-
-    def _conn(self) -> http.client.HTTPConnection:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return conn
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        """(status, parsed JSON or None). A broken keep-alive connection is reopened once, but a
-        POST is never sent twice: if its connection breaks, the error is raised to the caller."""
-        headers = {"Authorization": f"Token {self.token}", **(headers or {})}
-        for attempt in (1, 2):
-            conn = self._conn()
-            try:
-                conn.request(method, self.prefix + path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (http.client.HTTPException, OSError):
-                conn.close()
-                self.local.conn = None
-                if method != "GET" or attempt == 2:
-                    raise
-                continue
-            if response.getheader("Connection", "").lower() == "close":
-                conn.close()
-                self.local.conn = None
-            try:
-                return response.status, json.loads(data) if data else None
-            except ValueError:
-                return response.status, None
-        raise AssertionError("unreachable")
-
-    def upload(self, name: str, image: bytes):
-        boundary = uuid.uuid4().hex
-        body = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-                f"Content-Type: application/octet-stream\r\n\r\n"
-            ).encode()
-            + image
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        return self.request("POST", "/api/v1/classifications/", body, headers)
-
-    def count(self, status: str) -> int:
-        code, body = self.request("GET", "/api/v1/classifications/?" + urlencode({"status": status, "page_size": 1}))
-        if code != 200:
-            raise RuntimeError(f"listing {status} jobs answered {code}: {body}")
-        return int(body["count"])
-
-    def all_jobs(self) -> dict[str, dict]:
-        jobs: dict[str, dict] = {}
-        page = 1
-        while True:
-            code, body = self.request("GET", f"/api/v1/classifications/?page_size=100&page={page}")
-            if code != 200:
-                raise RuntimeError(f"listing page {page} answered {code}: {body}")
-            for item in body["results"]:
-                jobs[item["id"]] = item
-            if not body.get("next"):
-                return jobs
-            page += 1
-
-
-# ----------------------------------------------------------------------------- inputs
-def load_images(folder: Path, n: int) -> tuple[list[tuple[str, bytes]], str]:
-    """Up to n distinct images, round-robin over the class folders; generated PNGs if no folder."""
-    if folder.is_dir():
-        classes = sorted(p for p in folder.iterdir() if p.is_dir())
-        lists = [sorted(c.glob("*.jpg")) for c in classes]
-        chosen: list[Path] = []
-        for i in range(max((len(x) for x in lists), default=0)):
-            chosen += [x[i] for x in lists if i < len(x)]
-            if len(chosen) >= n:
-                break
-        if chosen:
-            images = [(p.name, p.read_bytes()) for p in chosen[:n]]
-            return images, f"{len(images)} CIFAR-10 JPEGs from {folder}"
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    images = []
-    for i in range(min(n, 2000)):  # repeated beyond 2000; each upload is still its own job
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
-        images.append((f"gen-{i}.png", buf.getvalue()))
-    return images, f"{len(images)} generated 32x32 PNGs"
-
-
 # ----------------------------------------------------------------------------- services
-@dataclass
-class Stack:
-    """The database, web server and worker this run started (nothing when --base-url is given)."""
-
-    workdir: Path
-    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        out = open(self.workdir / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    def stop(self) -> None:
-        """SIGTERM each process group we started, SIGKILL what is left after 20 s."""
-        for _, proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 20
-        for name, proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop on SIGTERM; SIGKILL")
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}; log tail:\n{tail}")
-
-
-def recreate_database(server_url: str, name: str) -> str:
-    import psycopg2
-
-    conn = psycopg2.connect(server_url.rsplit("/", 1)[0] + "/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def wait_http(url: str, timeout: float, stack: Stack) -> None:
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
-            conn.request("GET", parts.path)
-            if conn.getresponse().status < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def wait_worker_ready(stack: Stack, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        if "ready." in (stack.workdir / "worker.log").read_text(errors="replace"):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"the Celery worker was not ready within {timeout:.0f} s")
-
-
 def start_stack(args: argparse.Namespace, stack: Stack) -> tuple[str, str]:
     """Database, bundle, gunicorn, worker, user + token. Returns (base_url, token)."""
     database_url = recreate_database(args.postgres, args.database)
@@ -288,44 +80,16 @@ def start_stack(args: argparse.Namespace, stack: Stack) -> tuple[str, str]:
         )
     media = stack.workdir / "media"
     media.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "webapp.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",  # plain HTTP on the loopback; no proxy in front
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": args.broker,
-        "MODEL_BUNDLE": str(bundle),
-        "MODEL_DEVICE": "cpu",
-        "MEDIA_ROOT": str(media),
-        # The per-user and per-IP upload throttles would otherwise be what is measured.
-        "API_UPLOAD_RATE": "1000000/min",
-        "API_UPLOAD_IP_RATE": "1000000/min",
-        "WORKER_TORCH_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    log(f"database {args.database}: migrating")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    code = (
-        "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
-        "u = get_user_model().objects.create_user('loadbench', password=None); "
-        "print(Token.objects.create(user=u).key)"
+    env = product_env(
+        database_url=database_url,
+        broker=args.broker,
+        bundle=bundle,
+        media=media,
+        WORKER_TORCH_THREADS="1",
+        OMP_NUM_THREADS="1",
     )
-    token = (
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )  # the shell may print a banner first
+    log(f"database {args.database}: migrating")
+    token = create_token(env, "loadbench")
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,7 @@ component used, `report` writes the results;
     python -m benchmarks.realtime --concurrency 1 8 32 --out benchmarks/results/realtime.md
 
 It starts both servers itself and sends the same images (CIFAR-10 JPEGs from ``--images``, else
-generated PNGs) from the same HTTP client (`benchmarks.load.Api`, one keep-alive connection per
+generated PNGs) from the same HTTP client (`benchmarks.client.Api`, one keep-alive connection per
 client thread) to each, at each ``--concurrency`` level, in ``--rounds`` (3) alternating rounds
 (naive, product, then product, naive, ...: this machine's speed drifts by tens of percent over
 minutes, and interleaving gives both servers the same drift; the table pools the rounds, and the

@@ -14,17 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import benchmarks.realtime as package
-from benchmarks.load import (
-    DEFAULT_IMAGES,
-    ROOT,
-    Api,
-    Stack,
-    load_images,
-    log,
-)
+from benchmarks.client import DEFAULT_IMAGES, Api, load_images
 from benchmarks.realtime.client import Phase, load_average, run_phase, wait_for_maps, warm_up
 from benchmarks.realtime.report import DEFAULT_OUT, render, write_atomically
 from benchmarks.realtime.servers import start_naive, start_product
+from benchmarks.services import ROOT, Stack, log
 
 
 def main(argv: list[str] | None = None) -> int:

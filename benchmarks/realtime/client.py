@@ -5,34 +5,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from benchmarks.load import (
-    Api,
-)
+from benchmarks.client import Api, multipart, nearest_rank
 from benchmarks.realtime import cpu
-
-
-def nearest_rank(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
 
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def multipart(name: str, image: bytes) -> tuple[bytes, dict[str, str]]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head + image + f"\r\n--{boundary}--\r\n".encode(), {
-        "Content-Type": f"multipart/form-data; boundary={boundary}"
-    }
 
 
 # ----------------------------------------------------------------------------- the client

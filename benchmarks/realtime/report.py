@@ -7,11 +7,9 @@ from collections import Counter
 from pathlib import Path
 from statistics import median
 
-from benchmarks.load import (
-    ROOT,
-    parse_time,
-)
+from benchmarks.client import parse_time
 from benchmarks.realtime.client import Phase
+from benchmarks.services import ROOT
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "realtime.md"
 TARGET_LATENCY_RATIO = 3.0  # one client: product p50 <= 3x the naive server's

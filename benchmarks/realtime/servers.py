@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.load import (
+from benchmarks.services import (
     ROOT,
     Stack,
+    create_token,
     free_port,
     log,
+    product_env,
     recreate_database,
     wait_http,
     wait_worker_ready,
@@ -25,43 +25,19 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
     database_url = recreate_database(args.postgres, args.database)
     media = stack.workdir / "media"
     media.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "webapp.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": args.broker,
-        "MODEL_BUNDLE": str(bundle),
-        "MODEL_DEVICE": "cpu",
-        "MEDIA_ROOT": str(media),
-        "API_UPLOAD_RATE": "1000000/min",
-        "API_UPLOAD_IP_RATE": "1000000/min",
-        "WORKER_TORCH_THREADS": str(args.worker_torch_threads),
-        "OMP_NUM_THREADS": str(args.worker_torch_threads),
-        "WORKER_LONE_IMAGE_THREADS": str(args.worker_lone_threads or ""),
-        "WORKER_BATCH_SIZE": str(args.batch_size),
-        "WORKER_BATCH_WAIT_MS": str(args.batch_wait_ms),
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = product_env(
+        database_url=database_url,
+        broker=args.broker,
+        bundle=bundle,
+        media=media,
+        WORKER_TORCH_THREADS=str(args.worker_torch_threads),
+        OMP_NUM_THREADS=str(args.worker_torch_threads),
+        WORKER_LONE_IMAGE_THREADS=str(args.worker_lone_threads or ""),
+        WORKER_BATCH_SIZE=str(args.batch_size),
+        WORKER_BATCH_WAIT_MS=str(args.batch_wait_ms),
+    )
     log(f"product: database {args.database}, migrating")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    code = (
-        "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
-        "u = get_user_model().objects.create_user('realtimebench', password=None); "
-        "print(Token.objects.create(user=u).key)"
-    )
-    out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    token = out.stdout.strip().splitlines()[-1]
+    token = create_token(env, "realtimebench")
     port = free_port()
     stack.start(
         "product-web",

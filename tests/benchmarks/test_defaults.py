@@ -27,10 +27,18 @@ def import_copy(tmp_path: Path, name: str):
     return module
 
 
-def test_load_benchmark_defaults_to_the_shared_folder_beside_the_checkout(tmp_path: Path) -> None:
-    load = import_copy(tmp_path, "load")
-    expected = tmp_path / "shared" / "datasets" / "cifar10-jpeg" / "train"
-    assert load.build_parser().parse_args([]).images == expected
+def test_benchmark_clients_default_to_the_shared_folder_beside_the_checkout(tmp_path: Path) -> None:
+    client = import_copy(tmp_path, "client")
+    assert client.DEFAULT_IMAGES == tmp_path / "shared" / "datasets" / "cifar10-jpeg" / "train"
+
+
+def test_load_and_realtime_send_the_clients_default_images() -> None:
+    import benchmarks.client
+    import benchmarks.load
+    import benchmarks.realtime.__main__ as realtime
+
+    assert benchmarks.load.build_parser().parse_args([]).images == benchmarks.client.DEFAULT_IMAGES
+    assert realtime.DEFAULT_IMAGES is benchmarks.client.DEFAULT_IMAGES
 
 
 def test_runtime_benchmark_reads_the_shared_folder_beside_the_checkout(tmp_path: Path) -> None:
