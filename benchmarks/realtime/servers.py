@@ -7,25 +7,16 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.services import (
-    ROOT,
-    Stack,
-    create_token,
-    free_port,
-    log,
-    product_env,
-    recreate_database,
-    wait_http,
-    wait_worker_ready,
-)
+from benchmarks import services
+from benchmarks.services import ROOT, Stack, log
 
 
 # ----------------------------------------------------------------------------- servers
 def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple[str, str]:
-    database_url = recreate_database(args.postgres, args.database)
+    database_url = services.recreate_database(args.postgres, args.database)
     media = stack.workdir / "media"
     media.mkdir(exist_ok=True)
-    env = product_env(
+    env = services.product_env(
         database_url=database_url,
         broker=args.broker,
         bundle=bundle,
@@ -37,8 +28,8 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
         WORKER_BATCH_WAIT_MS=str(args.batch_wait_ms),
     )
     log(f"product: database {args.database}, migrating")
-    token = create_token(env, "realtimebench")
-    port = free_port()
+    token = services.create_token(env, "realtimebench")
+    port = services.free_port()
     stack.start(
         "product-web",
         [sys.executable, "-m", "gunicorn", "webapp.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker",
@@ -54,8 +45,8 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
         env,
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
-    wait_http(f"{base_url}/api/v1/schema/", 120, stack)
-    wait_worker_ready(stack, 180)
+    services.wait_http(f"{base_url}/api/v1/schema/", 120, stack)
+    services.wait_worker_ready(stack, 180)
     return base_url, token
 
 
@@ -67,7 +58,7 @@ def start_naive(args: argparse.Namespace, stack: Stack, bundle: Path) -> str:
         "OMP_NUM_THREADS": str(args.torch_threads),
         "PYTHONPATH": str(ROOT),
     }
-    port = free_port()
+    port = services.free_port()
     stack.start(
         "naive-web",
         [sys.executable, "-m", "gunicorn", "benchmarks.naive_app:application", "--bind", f"127.0.0.1:{port}",
@@ -76,5 +67,5 @@ def start_naive(args: argparse.Namespace, stack: Stack, bundle: Path) -> str:
         env,
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
-    wait_http(f"{base_url}/", 120, stack)  # answers 404 JSON: up
+    services.wait_http(f"{base_url}/", 120, stack)  # answers 404 JSON: up
     return base_url
