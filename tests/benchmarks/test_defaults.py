@@ -41,7 +41,9 @@ def test_load_and_realtime_send_the_clients_default_images() -> None:
     assert realtime.DEFAULT_IMAGES is benchmarks.client.DEFAULT_IMAGES
 
 
-def test_runtime_benchmark_reads_the_shared_folder_beside_the_checkout(tmp_path: Path) -> None:
+def test_runtime_benchmark_reads_the_clients_default_images() -> None:
     pytest.importorskip("torch")
-    runtime = import_copy(tmp_path, "runtime")
-    assert runtime.CIFAR_JPEG_TREE == tmp_path / "shared" / "datasets" / "cifar10-jpeg" / "train"
+    import benchmarks.client
+    import benchmarks.runtime.inputs
+
+    assert benchmarks.runtime.inputs.DEFAULT_IMAGES is benchmarks.client.DEFAULT_IMAGES
