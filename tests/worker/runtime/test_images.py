@@ -20,6 +20,7 @@ from worker.runtime.images import (
     decode_for_model,
     inspect_upload,
     make_thumbnail,
+    opening,
     prepare_upload,
 )
 
@@ -220,7 +221,7 @@ def test_size_is_checked_before_anything_is_parsed(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("Image.open must not be called for an oversized upload")
 
-    monkeypatch.setattr(images.Image, "open", refuse)
+    monkeypatch.setattr(opening.Image, "open", refuse)
     with pytest.raises(ImageRejected, match=r"^The file is 50 MB; the limit is 10 MB\.$"):
         inspect(hostile_corpus["noise_50mb"].read())
 
@@ -273,7 +274,7 @@ def test_pillows_bomb_warning_is_an_error_here_only(monkeypatch: pytest.MonkeyPa
 def test_pillows_limit_holds_even_without_the_warning_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     # catch_warnings is not thread-safe: another thread may restore the filters mid-call. The
     # explicit check must refuse on its own.
-    monkeypatch.setattr(images, "_bomb_guard", contextlib.nullcontext)
+    monkeypatch.setattr(opening, "_bomb_guard", contextlib.nullcontext)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
