@@ -3,7 +3,7 @@
 All models take normalised float images N x 3 x 32 x 32 and return logits N x num_classes.
 Build one with ``build_model(name, num_classes=..., **options)``; ``MODELS`` lists the names.
 
-Grad-CAM (ml/export.py's ``explain``): every model names in ``cam_layer`` the submodule whose
+Grad-CAM (the bundle's ``explain``, ml/bundle_module.py): every model names in ``cam_layer`` the submodule whose
 output the heatmaps explain, and has a TorchScript-exportable ``cam_forward(x)`` returning
 ``(that submodule's output, logits)`` -- TorchScript has no hooks, so the activation is returned
 explicitly; tests check it against Captum's ``LayerGradCam`` on that named layer.

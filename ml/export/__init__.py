@@ -1,0 +1,66 @@
+"""Export one or more trained models as the model bundle the worker loads (worker/runtime/bundle.py).
+
+    python -m ml export runs/<run>/best.pt [more checkpoints ...] --out bundles/<name>
+    python -m ml export runs/<a>/best.pt runs/<b>/best.pt runs/<c>/best.pt --out bundles/default \
+        --tta 2 --save-members --overwrite
+    python -m ml export bundles/default/members/*.pt --out bundles/default --tta 2 --save-members --overwrite
+
+The TorchScript module takes uint8 N x 3 x H x W RGB and returns N x C probabilities: it
+normalises with each member's own mean and std, runs the members with test-time augmentation
+(``--tta 0|1|2``: none, mirror, mirror + one-pixel translations, `ml.tta`; ``--flip-tta`` is
+``--tta 1``) averaging their logits, divides them by the temperature, softmaxes, and averages the
+members' probabilities. Two more exported methods: ``scores(images)`` (probabilities, per-member
+probabilities and logits, ``ood_score``) and ``explain(images, class_index=None, top_k=5)``
+(the same plus Grad-CAM maps of each member's ``cam_layer``, members' maps averaged); the
+worker calls ``explain`` when the module has it (worker/runtime/explain.py).
+
+Calibration and thresholds (unless ``--no-report``): the validation images (the checkpoints'
+held-out split; ``--data``/``--split`` to change) are split in two seeded, stratified halves
+(``--calibration-seed``). On the fit half the command fits the temperature (minimum NLL of the
+ensemble), chooses the ``uncertain`` threshold on the calibrated top probability (the smallest at
+which the answers kept are ``--uncertain-accuracy`` right) and the OOD threshold on ``ood_score``
+(flags at most ``--ood-max-flagged`` of the validation images); on the report half it measures
+ECE and NLL before and after, the share flagged and the accuracy above and below the threshold,
+and the AUROC of ``ood_score`` against generated non-CIFAR images (`ml.ood.generate`). The
+manifest stores ``calibration``, ``uncertain``, ``ood`` and ``explain``; ``report/`` gets
+calibration.md, calibration.json, reliability_uncalibrated.png, reliability_calibrated.png and
+ood_scores.png beside the evaluation of the whole validation split (report.json, report.md,
+figures; headline metrics also in the manifest). The manifest's ``command`` is this command line.
+
+``--save-members`` writes each member's weights in half precision (with arch, options, classes,
+mean/std, metrics, config and its metrics.csv; no optimiser) to ``<bundle>/members/*.pt`` in
+the `ml.checkpoint` format; those files are valid input, so a bundle can be re-exported (other
+TTA, new methods, another calibration) without training. A re-export keeps the old report's files
+it does not write itself (TRAINING.md, training logs and configs, ``studies/``).
+
+The module itself is `ml.bundle_module` (Member, Ensemble, build_ensemble); the calibration,
+thresholds, per-TTA-level temperatures and the bf16 check are `ml.bundle_calibration`.
+
+Measured on the 2-core CPU dev machine (shared with a training job): one ResNet-20 checkpoint, export plus
+report on 5,000 validation images, 60 s wall, 22 s CPU; the bundle's accuracy equals the checkpoint's
+recorded val_acc (56.30% at epoch 3).
+"""
+
+from ml.bundle_module import Ensemble, Member, build_ensemble, cam_layer_of
+from ml.export.bundle import export_bundle, module_precisions, save_member
+from ml.export.command import main
+from ml.export.inputs import load_members
+from ml.export.report import REPORT_FILES, bundle_metrics
+from ml.export.report import _restore as _restore
+
+# the package's parts: bundle (writing model.pt, the manifest, members/), inputs (the command line,
+# the checkpoints and the data), fit (calibration and thresholds), report (report/ and the printed
+# summary), command (main, the steps in order)
+__all__ = [
+    "REPORT_FILES",
+    "Ensemble",
+    "Member",
+    "build_ensemble",
+    "bundle_metrics",
+    "cam_layer_of",
+    "export_bundle",
+    "load_members",
+    "main",
+    "module_precisions",
+    "save_member",
+]

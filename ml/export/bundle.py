@@ -1,0 +1,151 @@
+"""Writing a bundle folder: the scripted ensemble (``model.pt``), its manifest, the precisions it
+runs in, and the half-precision member files of ``--save-members``.
+
+The module's classes are `ml.bundle_module` (Member, Ensemble); nothing scripted is defined here.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ml.bundle_module import build_ensemble, cam_layer_of
+from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
+
+
+def export_bundle(
+    members: list[tuple[nn.Module, dict[str, Any]]],
+    out_dir: str | Path,
+    *,
+    classes: list[str],
+    name: str,
+    version: str,
+    metrics: dict[str, Any] | None = None,
+    superclasses: dict[str, str] | None = None,
+    input_size: tuple[int, int] = (32, 32),
+    flip_tta: bool = False,
+    tta: int | None = None,
+    temperature: float = 1.0,
+    temperatures: list[float] | None = None,
+    command: str | None = None,
+    report_dir: str | Path | None = None,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+    manifest_fields: dict[str, Any] | None = None,
+) -> Manifest:
+    """Script the ensemble of ``members`` (model, info) and write a bundle folder.
+
+    Each ``info`` holds at least ``mean`` and ``std`` (0-1 scale) and is recorded in the manifest's
+    ``members`` list (arch, params, metrics, checkpoint ...). ``tta`` is the level (0 none, 1
+    mirror, 2 mirror + one-pixel translations); ``flip_tta=True`` is level 1. The module gets
+    the ``explain`` method when every member's model has a ``cam_layer``; ``manifest_fields`` sets
+    optional manifest keys (calibration, uncertain, ood).
+    """
+    level = (1 if flip_tta else 0) if tta is None else int(tta)
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    ensemble = build_ensemble(
+        members, tta=level, temperature=temperature, temperatures=temperatures, input_size=input_size
+    )
+    scripted = torch.jit.script(ensemble)
+    module_path = out_dir / DEFAULT_MODULE_FILE
+    scripted.save(str(module_path))
+    layers = [cam_layer_of(model) for model, _ in members]
+    explain = None
+    if all(layers):
+        size = ensemble.map_size if ensemble.map_size[0] else None
+        with torch.enable_grad():
+            act, _, _ = ensemble.members[0].cam_forward(torch.zeros(1, 3, *input_size, dtype=torch.uint8))
+        explain = {
+            "method": "explain",
+            "signature": "explain(images uint8 N x 3 x H x W, class_index N x K long or None, top_k=5) -> "
+            "{probs, member_probs, member_logits, ood_score, class_index, cam N x K x h x w}",
+            "call": "under torch.enable_grad() and torch.jit.optimized_execution(False)",
+            "algorithm": "Grad-CAM on each member's cam_layer (gradient of the member's logit for the "
+            "image itself, before TTA and temperature), members' maps averaged",
+            "layers": layers,
+            "map_size": list(size or act.shape[2:]),
+        }
+    manifest = Manifest(
+        name=name,
+        version=version,
+        classes=list(classes),
+        superclasses=superclasses,
+        input_size=list(input_size),
+        mean=list(members[0][1]["mean"]),
+        std=list(members[0][1]["std"]),
+        members=[{k: v for k, v in info.items()} for _, info in members],
+        metrics=metrics or {},
+        sha256=sha256_file(module_path),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=command or " ".join(shlex.quote(a) for a in ["python", "-m", "ml", *sys.argv[1:]]),
+        # tta: the level the module runs at; tta_levels: those the runtime may switch to (set_tta)
+        extra={**(extra or {}), "flip_tta": level >= 1, "tta": level, "tta_levels": list(range(level + 1))},
+        explain=explain,
+        precisions=module_precisions(module_path, input_size),
+        **(manifest_fields or {}),
+    )
+    write_manifest(out_dir, manifest)
+    if report_dir is not None:
+        shutil.copytree(report_dir, out_dir / "report")
+    return manifest
+
+
+def module_precisions(module_path: Path, input_size: tuple[int, int]) -> list[str]:
+    """The precisions the saved module runs in: fp32, and bf16 when a copy converted to bfloat16
+    (as `worker.runtime.bundle.load_bundle` converts it) returns finite float32 probabilities."""
+    copy = torch.jit.load(str(module_path)).eval()
+    copy.to(torch.bfloat16)
+    try:
+        with torch.inference_mode():
+            probs = copy(torch.zeros(2, 3, *input_size, dtype=torch.uint8))
+    except RuntimeError:
+        return ["fp32"]
+    return ["fp32", "bf16"] if probs.dtype == torch.float32 and bool(torch.isfinite(probs).all()) else ["fp32"]
+
+
+def save_member(path: str | Path, model: nn.Module, ckpt: dict[str, Any], metrics_csv: str | None = None) -> Path:
+    """One member's checkpoint for ``<bundle>/members/``: the weights in half precision and what
+    export needs to rebuild it (arch, options, classes, mean/std, metrics, config, data); no
+    optimiser state. ``ml.checkpoint.load_model`` reads it back in float32."""
+    from ml.checkpoint import save_checkpoint
+
+    state = {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in model.state_dict().items()}
+    payload = {
+        key: ckpt[key]
+        for key in ("arch", "model_options", "classes", "superclasses", "mean", "std", "metrics", "config", "data")
+        if key in ckpt
+    }
+    if "epoch" in ckpt:
+        payload["epoch"] = ckpt["epoch"]
+    payload["state_dict"] = state
+    payload["storage"] = "float16"
+    if metrics_csv:
+        payload["metrics_csv"] = metrics_csv  # the training curves survive re-exports from members/
+    save_checkpoint(path, payload)
+    return Path(path)
+
+
+def save_members(
+    out: Path, loaded: list[tuple[str, nn.Module, dict[str, Any], str | None]], manifest: Manifest
+) -> None:
+    """``--save-members``: each member's file under ``<bundle>/members/`` (numbered, arch and seed in
+    the name), its path recorded in the manifest's member entry, and the manifest rewritten."""
+    (out / "members").mkdir()
+    for i, ((_, model, ckpt, csv_text), info) in enumerate(zip(loaded, manifest.members, strict=True)):
+        seed = info.get("seed")
+        file = out / "members" / f"{i + 1:02d}-{ckpt['arch']}{'' if seed is None else f'-seed{seed}'}.pt"
+        save_member(file, model, ckpt, csv_text)
+        info["member_file"] = str(file.relative_to(out))
+    write_manifest(out, manifest)
