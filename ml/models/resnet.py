@@ -128,26 +128,18 @@ class PreActBlock(nn.Module):
         return out + shortcut if self.residual else out
 
 
-class PreActResNet(nn.Module):
-    """Pre-activation ResNet (He et al. 2016b) for CIFAR; 18 layers = blocks (2, 2, 2, 2)."""
+class _PreActNet(nn.Module):
+    """What the pre-activation nets share after their stem: stages of residual blocks (the first
+    block of each stage after the first strides by 2), a final norm + ReLU, global pooling and the
+    linear classifier; Grad-CAM explains the last block."""
 
-    def __init__(
-        self,
-        blocks: tuple[int, ...] = (2, 2, 2, 2),
-        num_classes: int = 10,
-        width: float = 1.0,
-        norm: bool = True,
-        residual: bool = True,
-    ):
-        super().__init__()
-        widths = [int(round(c * width)) for c in (64, 128, 256, 512)]
-        self.stem = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+    def _stages(self, stages, cin: int, block, num_classes: int, norm: bool) -> None:
+        """``stages``: (blocks, channels) per stage; ``block(cin, cout, stride)`` makes one block."""
         layers: list[nn.Module] = []
-        cin = widths[0]
-        for stage, (n, cout) in enumerate(zip(blocks, widths, strict=True)):
+        for stage, (n, cout) in enumerate(stages):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(PreActBlock(cin, cout, stride, norm=norm, residual=residual))
+                layers.append(block(cin, cout, stride))
                 cin = cout
         self.layers = nn.Sequential(*layers)
         self.bn = _norm(cin, norm)
@@ -164,6 +156,29 @@ class PreActResNet(nn.Module):
     def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         act = self.layers(self.stem(x))  # the last residual block, before the final norm
         return act, self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(act)), 1), 1))
+
+
+class PreActResNet(_PreActNet):
+    """Pre-activation ResNet (He et al. 2016b) for CIFAR; 18 layers = blocks (2, 2, 2, 2)."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        num_classes: int = 10,
+        width: float = 1.0,
+        norm: bool = True,
+        residual: bool = True,
+    ):
+        super().__init__()
+        widths = [int(round(c * width)) for c in (64, 128, 256, 512)]
+        self.stem = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self._stages(
+            zip(blocks, widths, strict=True),
+            widths[0],
+            lambda cin, cout, stride: PreActBlock(cin, cout, stride, norm=norm, residual=residual),
+            num_classes,
+            norm,
+        )
 
 
 @register("preact_resnet18")
@@ -193,7 +208,7 @@ class WideBlock(nn.Module):
         return out + shortcut if self.residual else out
 
 
-class WideResNet(nn.Module):
+class WideResNet(_PreActNet):
     """WRN-depth-k: (depth - 4) / 6 pre-activation blocks per stage, 16k/32k/64k channels."""
 
     def __init__(
@@ -212,28 +227,13 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [int(round(c * widen * width)) for c in (16, 32, 64)]
         self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        layers: list[nn.Module] = []
-        cin = 16
-        for stage, cout in enumerate(widths):
-            for i in range(n):
-                stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(WideBlock(cin, cout, stride, dropout, norm=norm, residual=residual))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.bn = _norm(cin, norm)
-        self.fc = nn.Linear(cin, num_classes)
-        self.cam_layer = f"layers.{len(layers) - 1}"
-        self.feature_layers = ("stem", f"layers.{len(layers) // 2}")
-        _init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.layers(self.stem(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    @torch.jit.export
-    def cam_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        act = self.layers(self.stem(x))  # the last residual block, before the final norm
-        return act, self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(act)), 1), 1))
+        self._stages(
+            ((n, cout) for cout in widths),
+            16,
+            lambda cin, cout, stride: WideBlock(cin, cout, stride, dropout, norm=norm, residual=residual),
+            num_classes,
+            norm,
+        )
 
 
 @register("wrn16_4")
