@@ -33,6 +33,10 @@ the `ml.checkpoint` format; those files are valid input, so a bundle can be re-e
 TTA, new methods, another calibration) without training. A re-export keeps the old report's files
 it does not write itself (TRAINING.md, training logs and configs, ``studies/``).
 
+The new bundle is written into a staging folder beside ``--out`` and replaces the old one only
+when everything (module, manifest, members, report) has been written and checked
+(`ml.export.staging`): a failed or interrupted export leaves the old bundle as it was.
+
 The module itself is `ml.bundle_module` (Member, Ensemble, build_ensemble); the calibration,
 thresholds, per-TTA-level temperatures and the bf16 check are `ml.bundle_calibration`.
 
@@ -45,12 +49,13 @@ from ml.bundle_module import Ensemble, Member, build_ensemble, cam_layer_of
 from ml.export.bundle import export_bundle, module_precisions, save_member
 from ml.export.command import main
 from ml.export.inputs import load_members
-from ml.export.report import REPORT_FILES, bundle_metrics
-from ml.export.report import _restore as _restore
+from ml.export.report import bundle_metrics
+from ml.export.staging import REPORT_FILES
 
 # the package's parts: bundle (writing model.pt, the manifest, members/), inputs (the command line,
 # the checkpoints and the data), fit (calibration and thresholds), report (report/ and the printed
-# summary), command (main, the steps in order)
+# summary), staging (the new bundle written beside the old one, swapped in when all succeeded),
+# command (main, the steps in order)
 __all__ = [
     "REPORT_FILES",
     "Ensemble",

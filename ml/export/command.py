@@ -1,10 +1,11 @@
 """``python -m ml export``: the command as steps, top to bottom (the manual is the package docstring).
 
 Order matters for what a failure leaves behind: every usage error (arguments, checkpoints, data)
-comes before anything is written; an existing ``report/`` is moved aside before the bundle folder
-is replaced and its files not rewritten are put back after the new report (`_restore`). A failure
-in between (calibration, scripting, the check of the written module) leaves the old report in the
-``report-*/`` folder beside the bundle: nothing rolls the bundle folder back."""
+comes before anything is written; then the whole new bundle (module, manifest, members, report,
+the old report's files it does not rewrite) is written into a staging folder beside ``--out``,
+which replaces the old bundle only when all of it succeeded (`ml.export.staging`). A failure in
+between (calibration, scripting, the check of the written module, Ctrl-C) leaves the old bundle
+exactly as it was."""
 
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ from ml.export.bundle import export_bundle, save_members
 from ml.export.fit import Calibration, calibrate_on_validation
 from ml.export.inputs import Inputs, load_inputs, parse_arguments, warn_about_data_splits
 from ml.export.report import (
-    _restore,
     evaluate_written_bundle,
-    move_report_aside,
     print_summary,
     record_metrics,
     write_calibration_report,
     write_evaluation,
 )
+from ml.export.staging import carry_over_report, staged_folder
 from worker.runtime.bundle import Manifest
 
 
@@ -45,29 +45,38 @@ def main(argv: list[str]) -> None:
     name = args.name or out.resolve().name
     version = args.version or f"{name}-{datetime.now(UTC):%Y.%m.%d-%H%M}"
     command = shlex.join(["python", "-m", "ml", "export", *argv])
-    report_aside = move_report_aside(out)
 
-    # ---------------------------------------------------------------- calibration and thresholds
-    calibration = Calibration() if args.no_report else calibrate_on_validation(inputs, level, args)
+    with staged_folder(out) as stage:  # replaces out when this block ends without an exception
+        # ------------------------------------------------------------ calibration and thresholds
+        calibration = Calibration() if args.no_report else calibrate_on_validation(inputs, level, args)
 
-    # ---------------------------------------------------------------- the module and its manifest
-    manifest = write_bundle(out, inputs, calibration, args, level=level, name=name, version=version, command=command)
-    params = sum(info["params"] for _, info in inputs.members)
+        # ------------------------------------------------------------ the module and its manifest
+        manifest = write_bundle(
+            stage, inputs, calibration, args, level=level, name=name, version=version, command=command
+        )
+        params = sum(info["params"] for _, info in inputs.members)
+
+        # ------------------------------------------------------------ the report
+        if not args.no_report:
+            predictor, result, precision_rows = evaluate_written_bundle(stage, manifest, inputs, calibration, args)
+            write_evaluation(
+                stage / "report",
+                out,
+                manifest,
+                inputs,
+                calibration,
+                predictor,
+                result,
+                level=level,
+                title=f"{name} ({version})",
+            )
+            write_calibration_report(stage / "report", calibration, inputs.data_desc)
+            record_metrics(stage, manifest, result, precision_rows, inputs.data_desc, stage / "report")
+        carry_over_report(out / "report", stage / "report", drop_report=args.no_report)
+
     print(f"wrote {out}: {len(inputs.members)} member(s), {params / 1e6:.2f} M parameters")
-    if args.no_report:
-        _restore(report_aside, out / "report", drop_report=True)
-        return
-
-    # ---------------------------------------------------------------- the report
-    predictor, result, precision_rows = evaluate_written_bundle(out, manifest, inputs, calibration, args)
-    report_dir = out / "report"
-    write_evaluation(
-        report_dir, out, manifest, inputs, calibration, predictor, result, level=level, title=f"{name} ({version})"
-    )
-    _restore(report_aside, report_dir)
-    write_calibration_report(report_dir, calibration, inputs.data_desc)
-    record_metrics(out, manifest, result, precision_rows, inputs.data_desc, report_dir)
-    print_summary(result, precision_rows, calibration, report_dir, out)
+    if not args.no_report:
+        print_summary(result, precision_rows, calibration, out / "report", out)
 
 
 def write_bundle(
@@ -97,7 +106,6 @@ def write_bundle(
         if fields
         else None,
         command=command,
-        overwrite=args.overwrite,
         extra={"data": inputs.spec},
         manifest_fields=fields,
     )

@@ -1,5 +1,4 @@
-"""The bundle's ``report/``: the old report moved aside during a re-export and its files put back
-(`_restore`), the check of the written module against the calibrated probabilities, the
+"""The bundle's ``report/``: the check of the written module against the calibrated probabilities, the
 evaluation of the whole validation split, the calibration report of the report half, the
 headline metrics in the manifest and the lines the command prints."""
 
@@ -7,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,34 +19,6 @@ from worker.runtime.bundle import Manifest, write_manifest
 
 if TYPE_CHECKING:
     from ml.evaluate import Predictor
-
-# what an export's report writes: after --no-report the old ones describe another module, so go
-REPORT_FILES = ("report.json", "report.md", "predictions.npz", "calibration.md", "calibration.json", "precision.json")
-
-
-def move_report_aside(out: Path) -> Path | None:
-    """Move an existing ``<out>/report`` into a temporary folder beside ``out`` (returned; None
-    when there is none), so that `_restore` can put back what the new export does not write."""
-    # a re-export keeps what it does not write itself (the hand-written TRAINING.md, the training
-    # runs' logs and configs, the study reports of python -m ml study): moved aside meanwhile
-    report_aside = None
-    if (out / "report").is_dir():
-        report_aside = Path(tempfile.mkdtemp(prefix="report-", dir=out.parent)) / "report"
-        shutil.move(str(out / "report"), report_aside)
-    return report_aside
-
-
-def _restore(aside: Path | None, report_dir: Path, *, drop_report: bool = False) -> None:
-    """Move back the old report's files and folders that the new one has not written (with
-    ``drop_report``, not the evaluation files and figures of the old report either)."""
-    if aside is None:
-        return
-    for entry in sorted(aside.iterdir()):
-        stale = drop_report and (entry.name in REPORT_FILES or entry.suffix == ".png")
-        if not stale and not (report_dir / entry.name).exists():
-            report_dir.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(entry), report_dir / entry.name)
-    shutil.rmtree(aside.parent)
 
 
 def bundle_metrics(result: dict[str, Any], data_desc: dict[str, Any]) -> dict[str, Any]:
