@@ -44,19 +44,26 @@ class Stack:
     workdir: Path
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stop_signals: dict[str, int] = field(default_factory=dict)
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(
+        self, name: str, cmd: list[str], env: dict[str, str], *, stop_signal: int = signal.SIGTERM
+    ) -> subprocess.Popen:
+        """Start ``cmd`` in its own session (log in ``<workdir>/<name>.log``); `stop` sends its
+        process group ``stop_signal`` (SIGINT for a command under a profiler that writes on Ctrl-C)."""
         out = open(self.workdir / f"{name}.log", "ab")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
+        self.stop_signals[name] = stop_signal
         return proc
 
     def stop(self) -> None:
-        """SIGTERM each process group we started, SIGKILL what is left after 20 s."""
-        for _, proc in self.procs:
+        """Signal each process group we started (SIGTERM unless `start` was told otherwise),
+        SIGKILL what is left after 20 s."""
+        for name, proc in self.procs:
             if proc.poll() is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.killpg(proc.pid, self.stop_signals.get(name, signal.SIGTERM))
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 20

@@ -1,12 +1,13 @@
 """Real time under load: the product against a naive in-request server, in the same run.
 
 (`servers` starts both, `client` sends the requests of a phase, `cpu` reads the CPU each
-component used, `report` writes the results;
-`__main__` runs it.)
+component used, `profile` samples the product's processes with py-spy for ``--profile``,
+`report` writes the results; `__main__` runs it.)
 
     python -m benchmarks.realtime                                   # 1 and 32 clients, 300 requests each
     python -m benchmarks.realtime --requests 40 --warmup 5          # a quick check
     python -m benchmarks.realtime --concurrency 1 8 32 --out benchmarks/results/realtime.md
+    python -m benchmarks.realtime --rounds 1 --concurrency 32 --out - --profile runs/profile  # where the CPU goes
 
 It starts both servers itself and sends the same images (CIFAR-10 JPEGs from ``--images``, else
 generated PNGs) from the same HTTP client (`benchmarks.client.Api`, one keep-alive connection per
@@ -40,6 +41,11 @@ image, the share of the cores left idle, and the throughput that total allows (`
 /proc; on two cores the 32-client throughput is that budget). At the end every accepted job is looked up: lost = accepted - done.
 The bundle is ``--bundle`` (default bundles/default). Both servers run torch with one thread per
 process (``--torch-threads``). Everything it started is stopped at the end, by process group.
+
+``--profile DIR`` runs the product's web server and worker under py-spy (``pip install py-spy``,
+in requirements-dev.txt) and writes their collapsed stacks and ``DIR/profile.md``, the functions
+with the most samples per component, inclusive and self. The sampler slows what it samples (the
+32-client throughput about halves), so a profiled run's latencies are marked as such.
 
 This is a benchmark: it prints numbers and asserts nothing; its exit status is 1 only when
 product jobs were lost. The numbers mean nothing without the machine's load, so the load average

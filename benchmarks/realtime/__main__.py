@@ -15,6 +15,7 @@ from pathlib import Path
 
 import benchmarks.realtime as package
 from benchmarks.client import DEFAULT_IMAGES, Api, load_images
+from benchmarks.realtime import profile as profiler
 from benchmarks.realtime.client import Phase, load_average, run_phase, wait_for_maps, warm_up
 from benchmarks.realtime.report import DEFAULT_OUT, render, write_atomically
 from benchmarks.realtime.servers import start_naive, start_product
@@ -71,7 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--with-heatmaps", action="store_true", help="also a product+maps phase per level (?explain=true)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the product's web and worker processes with py-spy (pip install py-spy) and write their"
+        " collapsed stacks and DIR/profile.md (the busiest functions); the sampler's CPU shows in the CPU table",
+    )
     args = parser.parse_args(argv)
+    if args.profile is not None:
+        profiler.py_spy()  # fails now, with what to install, rather than after the database is set up
     if args.worker_torch_threads is None:
         args.worker_torch_threads = args.torch_threads
     if args.worker_lone_threads is None:
@@ -106,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         meta.append(
             f"**the machine was busy** (load average {start_load:.1f} on {os.cpu_count()} CPUs at the start): "
             "these numbers show that the command works, not what the product does on a quiet machine"
+        )
+    if args.profile is not None:
+        meta.append(
+            f"**profiled** (--profile {args.profile}): the product's web and worker ran under py-spy, whose "
+            "sampling slows them; read the profile, not these latencies"
         )
     meta += [f"note: {n}" for n in args.note]
     out = None if str(args.out) == "-" else args.out
@@ -168,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
         log("stopping the servers and the worker")
         stack.stop()
+        if args.profile is not None:
+            log(f"profile: {profiler.summarise(args.profile, ['product-web', 'worker'])}")
         if args.keep_logs:
             log(f"logs kept in {workdir}")
         else:

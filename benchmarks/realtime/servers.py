@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 from benchmarks import services
+from benchmarks.realtime import profile as profiler
 from benchmarks.services import ROOT, Stack, log
 
 
@@ -30,24 +32,37 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
     log(f"product: database {args.database}, migrating")
     token = services.create_token(env, "realtimebench")
     port = services.free_port()
-    stack.start(
+    start_profiled(
+        stack,
         "product-web",
         [sys.executable, "-m", "gunicorn", "webapp.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker",
          "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers), "--timeout", "120",
          "--keep-alive", "30", "--graceful-timeout", "5", "--log-level", "warning"],
         env,
+        args.profile,
     )  # fmt: skip
-    stack.start(
+    start_profiled(
+        stack,
         "worker",
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
          f"--concurrency={args.worker_concurrency}", "-n", f"realtime-{port}@%h", "--loglevel=INFO",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         env,
+        args.profile,
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
     services.wait_http(f"{base_url}/api/v1/schema/", 120, stack)
     services.wait_worker_ready(stack, 180)
     return base_url, token
+
+
+def start_profiled(stack: Stack, name: str, cmd: list[str], env: dict[str, str], profile: Path | None) -> None:
+    """``cmd`` as it is, or under py-spy when ``--profile DIR`` is given (stopped with SIGINT so
+    that py-spy writes its samples; `benchmarks.realtime.profile`)."""
+    if profile is None:
+        stack.start(name, cmd, env)
+    else:
+        stack.start(name, profiler.wrap(cmd, profile, name), env, stop_signal=signal.SIGINT)
 
 
 def start_naive(args: argparse.Namespace, stack: Stack, bundle: Path) -> str:
