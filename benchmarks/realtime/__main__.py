@@ -22,6 +22,14 @@ from benchmarks.realtime.servers import start_naive, start_product
 from benchmarks.services import ROOT, Stack, log
 
 
+def setting(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` -> (NAME, VALUE) for ``--product-env``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not name.strip().replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. WORKER_BATCH_SIZE=32), got {text!r}")
+    return name.strip(), value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.realtime", description=package.__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="measured requests per server and level")
@@ -73,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         "--with-heatmaps", action="store_true", help="also a product+maps phase per level (?explain=true)"
     )
     parser.add_argument(
+        "--product-env",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the product's web and worker processes (repeatable), e.g."
+        " WEB_DB_HEALTH_CHECK_INTERVAL=0 to compare a setting against its default in back-to-back runs",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -108,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"in {args.rounds} alternating round(s)",
         f"product: gunicorn {args.web_workers} uvicorn workers, Celery prefork x{args.worker_concurrency}, "
         f"WORKER_BATCH_SIZE={args.batch_size}, WORKER_BATCH_WAIT_MS={args.batch_wait_ms:g}, "
-        f"PostgreSQL {args.database}, Redis {args.broker}; POST ?wait={args.wait:g}",
+        f"PostgreSQL {args.database}, Redis {args.broker}; POST ?wait={args.wait:g}"
+        + "".join(f", {name}={value}" for name, value in args.product_env),
         f"naive: gunicorn {args.naive_workers} workers x {args.naive_threads} threads (gthread), "
         "benchmarks.naive_app (model in the request, one image per forward pass)",
     ]

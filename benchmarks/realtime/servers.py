@@ -28,6 +28,7 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
         WORKER_LONE_IMAGE_THREADS=str(args.worker_lone_threads or ""),
         WORKER_BATCH_SIZE=str(args.batch_size),
         WORKER_BATCH_WAIT_MS=str(args.batch_wait_ms),
+        **dict(args.product_env),
     )
     log(f"product: database {args.database}, migrating")
     token = services.create_token(env, "realtimebench")

@@ -1,6 +1,7 @@
 """``benchmarks.realtime --profile``: py-spy's collapsed stacks summarised per function, and a
-profiled process stopped with SIGINT so that py-spy writes its file."""
+profiled process stopped with SIGINT so that py-spy writes its file; ``--product-env`` pairs."""
 
+import argparse
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.realtime import profile
+from benchmarks.realtime.__main__ import setting
 from benchmarks.services import Stack
 
 RAW = """\
@@ -96,3 +98,11 @@ def test_py_spy_writes_its_samples_when_its_group_gets_sigint(tmp_path: Path) ->
         pytest.skip(f"py-spy cannot sample here: {output.strip()[-200:]}")
     total, _, own = profile.top_functions(profile.read_stacks(tmp_path / "busy.txt"), 3)
     assert total > 0 and own[0][0].startswith("<module> (<string>)")
+
+
+def test_product_env_takes_name_value_pairs() -> None:
+    assert setting("WEB_DB_HEALTH_CHECK_INTERVAL=0") == ("WEB_DB_HEALTH_CHECK_INTERVAL", "0")
+    assert setting("NOTE=a=b") == ("NOTE", "a=b")
+    for bad in ("NOVALUE", "=1", "BAD NAME=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+            setting(bad)
