@@ -4,12 +4,16 @@
 the overrides, each parsed to the field's type; unknown keys and badly typed values are refused
 with a message that names them. Every training entry point uses it with its own dataclass
 (`ml.train.TrainConfig`, `ml.speedrun.SpeedrunConfig`, `ml.bench.BenchConfig`).
+``config_from_argv(argv, cls, prog, manual)``: the same from a command line
+``[--config FILE] key=value ...`` (``ml train``, ``ml speedrun``); a refused value is a usage error.
 """
 
 from __future__ import annotations
 
+import argparse
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +66,23 @@ def load_config(config_file: str | None, overrides: list[str], cls: type) -> Any
         ):
             raise ValueError(f"config key {key} must be {expected.__name__}, got {value!r}")
     return cls(**values)
+
+
+def config_from_argv(
+    argv: list[str], cls: type, prog: str, manual: str | None, check: Callable[[Any], object] | None = None
+) -> Any:
+    """``cls`` from ``[--config FILE] key=value ...`` (``load_config``), then ``check(cfg)``; a
+    ValueError from either exits with the usage and its message. ``manual`` is the ``--help`` text."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=manual, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help=f"YAML file with {cls.__name__} fields")
+    parser.add_argument("overrides", nargs="*", help=f"key=value overrides of {cls.__name__} fields")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides, cls)
+        if check is not None:
+            check(cfg)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return cfg

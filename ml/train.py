@@ -43,6 +43,7 @@ from torch import nn
 from ml import precision as prec
 from ml.augment import augment_batch, normalize
 from ml.checkpoint import read_checkpoint, save_checkpoint
+from ml.config import config_from_argv
 from ml.config import load_config as load_config_of
 from ml.data import load_source, stratified_split
 from ml.finetune import head_name, load_backbone, parse_freeze, train_mode
@@ -452,16 +453,4 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m ml train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", help="YAML file with TrainConfig fields")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of TrainConfig fields")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ValueError as exc:
-        parser.error(str(exc))
-    train(cfg)
+    train(config_from_argv(argv, TrainConfig, "python -m ml train", __doc__))

@@ -152,18 +152,14 @@ def _train(trainer: str, overrides: dict[str, Any], seed: int, folder: Path, tta
 
     common = {"out_dir": str(folder), "progress": False}
     if trainer == "speedrun":
-        from ml.data import load_source, stratified_split
-        from ml.speedrun import SpeedrunConfig, train_one
+        from ml.speedrun import SpeedrunConfig, load_split, train_one
 
         cfg = load_config(
             None, _as_overrides({**overrides, **common, "name": "run", "seeds": seed}), cls=SpeedrunConfig
         )
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        data = load_source(cfg.data, split="train")
-        train_idx, val_idx = stratified_split(data.labels, cfg.val_per_class, cfg.split_seed)
-        if cfg.train_limit:  # as python -m ml speedrun does
-            train_idx = np.random.default_rng(0).permutation(train_idx)[: cfg.train_limit]
+        data, train_idx, val_idx = load_split(cfg)  # as python -m ml speedrun does
         result = train_one(cfg, seed, data, train_idx, val_idx)
         return str(Path(result["run_dir"]) / "checkpoint.pt"), cfg.tta if tta is None else int(tta)
     cfg = load_config(None, _as_overrides({**overrides, **common, "name": "run", "seed": seed, "tensorboard": False}))
