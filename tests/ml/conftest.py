@@ -10,7 +10,7 @@
   checkpoint.pt / best.pt for evaluate, export and fine-tuning tests).
 - ``tiny_runs`` (per session): two one-epoch tiny ResNet-20 runs (seeds 0 and 1) on a private
   4-class folder: ``{"data", "ckpts", "ckpt" (= seed 0), "cache"}``; ``tiny`` (per module) is the
-  same with ``ml.data.DEFAULT_CACHE_DIR`` pointed at its private cache, for the evaluate,
+  same with ``ml.data.folders.DEFAULT_CACHE_DIR`` pointed at its private cache, for the evaluate,
   ensemble, compare and export tests.
 - ``one_torch_thread`` (autouse): torch runs on one thread during these tests.
 """
@@ -70,10 +70,10 @@ def shared_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ml_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private decode cache, so tests never read or write the project's .cache/ml."""
-    import ml.data
+    import ml.data.folders
 
     cache = tmp_path / "cache"
-    monkeypatch.setattr(ml.data, "DEFAULT_CACHE_DIR", cache)
+    monkeypatch.setattr(ml.data.folders, "DEFAULT_CACHE_DIR", cache)
     return cache
 
 
@@ -97,7 +97,7 @@ def tiny_run(shared_image_folder: Path, tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("tiny_run")
     cfg = TrainConfig(**tiny_train_overrides(shared_image_folder, out / "runs", name="tiny"))
     mp = pytest.MonkeyPatch()
-    mp.setattr("ml.data.DEFAULT_CACHE_DIR", out / "cache")
+    mp.setattr("ml.data.folders.DEFAULT_CACHE_DIR", out / "cache")
     try:
         return Path(train(cfg)["run_dir"])
     finally:
@@ -106,12 +106,12 @@ def tiny_run(shared_image_folder: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    import ml.data
+    import ml.data.folders
     from tests.ml.fakemodels import train_tiny
 
     root = tmp_path_factory.mktemp("tiny-runs")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", root / "cache")
+        mp.setattr(ml.data.folders, "DEFAULT_CACHE_DIR", root / "cache")
         data = write_image_folder(root / "folder")
         ckpts = [train_tiny(root / "runs", data, name=f"tiny-seed{seed}", seed=seed) for seed in (0, 1)]
     return {"data": data, "ckpts": ckpts, "ckpt": ckpts[0], "cache": root / "cache"}
@@ -119,8 +119,8 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_runs: dict) -> Iterator[dict]:
-    import ml.data
+    import ml.data.folders
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", tiny_runs["cache"])
+        mp.setattr(ml.data.folders, "DEFAULT_CACHE_DIR", tiny_runs["cache"])
         yield tiny_runs

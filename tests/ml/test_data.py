@@ -1,4 +1,4 @@
-"""ml.data: CIFAR archives and folders, label modes, subsets, the image-folder cache, splits."""
+"""ml.data: CIFAR archives and folders, label modes, subsets, the image-folder cache, splits, the package interface."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 import ml.data
+import ml.data.folders
+import ml.data.sources
 from ml.data import (
     ArrayDataset,
     detect_cifar,
@@ -180,9 +182,9 @@ def test_coarse_subset_by_class_list(cifar100_dir: Path) -> None:
 # ----------------------------------------------------------------------------- load_source
 def test_load_source_by_name_uses_the_download_folder(tmp_path: Path, make_cifar, monkeypatch) -> None:
     folder = make_cifar("cifar10", archive=False)
-    monkeypatch.setattr(ml.data, "DEFAULT_DATA_DIR", folder.parent)
+    monkeypatch.setattr(ml.data.sources, "DEFAULT_DATA_DIR", folder.parent)
     assert load_source("cifar10").classes == CIFAR10_CLASSES
-    monkeypatch.setattr(ml.data, "DEFAULT_DATA_DIR", tmp_path / "empty")
+    monkeypatch.setattr(ml.data.sources, "DEFAULT_DATA_DIR", tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="python -m ml download cifar10"):
         load_source("cifar10")
 
@@ -234,7 +236,7 @@ def test_second_load_comes_from_the_cache(image_folder: Path, ml_cache: Path, mo
     def fail(*_args, **_kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(ml.data, "decode_image", fail)
+    monkeypatch.setattr(ml.data.folders, "decode_image", fail)
     second = load_image_folder(image_folder)
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
     assert second.extra["cache"].startswith(str(ml_cache))
@@ -310,14 +312,14 @@ def test_a_failed_cache_write_leaves_no_temporary_file(image_folder: Path, tmp_p
     def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ml.data.np, "savez", disk_full)
+    monkeypatch.setattr(ml.data.folders.np, "savez", disk_full)
     with pytest.raises(OSError, match="No space"):
         load_image_folder(image_folder, cache_dir=cache, workers=1)
     assert list(cache.iterdir()) == []
 
 
 def test_parallel_decode_matches_serial(image_folder: Path, monkeypatch) -> None:
-    monkeypatch.setattr(ml.data, "PARALLEL_MIN_FILES", 1)
+    monkeypatch.setattr(ml.data.folders, "PARALLEL_MIN_FILES", 1)
     serial = load_image_folder(image_folder, cache_dir=None, workers=1)
     parallel = load_image_folder(image_folder, cache_dir=None, workers=2)
     assert np.array_equal(serial.images, parallel.images)
@@ -356,3 +358,76 @@ def test_array_dataset_validates_shapes() -> None:
 def test_select_classes_on_image_folder(image_folder: Path, ml_cache: Path) -> None:
     data = select_classes(load_image_folder(image_folder), ["ship", "dog"])
     assert data.classes == ["dog", "ship"] and sorted(set(data.labels.tolist())) == [0, 1]
+
+
+# ----------------------------------------------------------------------------- the package interface
+PUBLIC_NAMES = [
+    "CIFAR",
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_DATA_DIR",
+    "IMAGE_SUFFIXES",
+    "PARALLEL_MIN_FILES",
+    "ArrayDataset",
+    "CifarSpec",
+    "check_md5",
+    "decode_image",
+    "describe",
+    "detect_cifar",
+    "folder_fingerprint",
+    "load_cifar",
+    "load_image_folder",
+    "load_source",
+    "md5_file",
+    "select_classes",
+    "select_superclass",
+    "stratified_split",
+    "superclass_map",
+]
+
+
+def test_the_package_keeps_the_interface_of_the_old_module() -> None:
+    namespace: dict = {}
+    exec(f"from ml.data import {', '.join(PUBLIC_NAMES)}", namespace)
+    assert sorted(ml.data.__all__) == sorted(PUBLIC_NAMES)
+    assert all(namespace[name] is getattr(ml.data, name) for name in PUBLIC_NAMES)
+
+
+def test_default_dirs_are_the_repository_ones_and_defined_once(monkeypatch) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    assert ml.data.DEFAULT_CACHE_DIR == Path(os.environ.get("ML_CACHE_DIR", repo / ".cache" / "ml"))
+    assert ml.data.DEFAULT_DATA_DIR == Path(os.environ.get("ML_DATA_DIR", repo / "data"))
+    # the package reads the settings from the one module that defines and uses each
+    monkeypatch.setattr(ml.data.folders, "DEFAULT_CACHE_DIR", Path("/elsewhere/cache"))
+    monkeypatch.setattr(ml.data.sources, "DEFAULT_DATA_DIR", Path("/elsewhere/data"))
+    monkeypatch.setattr(ml.data.folders, "PARALLEL_MIN_FILES", 7)
+    assert ml.data.DEFAULT_CACHE_DIR == Path("/elsewhere/cache")
+    assert ml.data.DEFAULT_DATA_DIR == Path("/elsewhere/data")
+    assert ml.data.PARALLEL_MIN_FILES == 7
+    with pytest.raises(AttributeError, match="no attribute"):
+        ml.data.NO_SUCH_SETTING  # noqa: B018
+
+
+def test_setting_a_default_on_the_package_sets_it_where_it_is_used(
+    image_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(ml.data, "DEFAULT_CACHE_DIR", tmp_path / "via-package")
+    assert ml.data.folders.DEFAULT_CACHE_DIR == tmp_path / "via-package"
+    assert "DEFAULT_CACHE_DIR" not in vars(ml.data)  # no second copy to disagree
+    load_image_folder(image_folder)
+    assert len(list((tmp_path / "via-package").glob("folder-*.npz"))) == 1
+    monkeypatch.setattr(ml.data, "DEFAULT_DATA_DIR", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "empty")):
+        load_source("cifar10")
+
+
+def test_the_cache_fixture_puts_the_cache_files_where_it_says(image_folder: Path, ml_cache: Path) -> None:
+    assert ml.data.DEFAULT_CACHE_DIR == ml_cache
+    data = load_image_folder(image_folder)  # cache_dir=True: the default cache dir
+    assert [p.parent for p in ml_cache.glob("*.npz")] == [ml_cache]
+    assert data.extra == {} and load_image_folder(image_folder).extra["cache"].startswith(str(ml_cache))
+
+
+def test_the_decoding_worker_function_pickles_by_name() -> None:
+    from ml.data.folders import _decode_chunk
+
+    assert pickle.loads(pickle.dumps(_decode_chunk)) is _decode_chunk

@@ -48,7 +48,7 @@ def write_config(path: Path, data: Path, runs: Path, report: Path, **extra) -> P
 def tiny_study(tmp_path_factory: pytest.TempPathFactory):
     """One study of 2 trained conditions x 2 seeds (+ eval-only, ensemble, knock-out), run once;
     the train_one calls are counted."""
-    import ml.data
+    import ml.data.folders
     import ml.speedrun
 
     root = tmp_path_factory.mktemp("study")
@@ -62,7 +62,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory):
         return real(cfg, seed, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ml.data, "DEFAULT_CACHE_DIR", root / "cache")
+        mp.setattr(ml.data.folders, "DEFAULT_CACHE_DIR", root / "cache")
         mp.setattr(ml.speedrun, "train_one", counting)
         st._DATA_CACHE.clear()
         study = st.load_study(config)

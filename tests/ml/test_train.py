@@ -345,7 +345,9 @@ def test_fine_tune_new_classes_with_frozen_stages(tiny_run: Path, cifar10_dir: P
             assert not torch.equal(before, after), f"{key} did not train"
 
 
-def test_backbone_lr_mult_zero_trains_only_the_head(tiny_run: Path, tmp_path: Path, shared_image_folder: Path) -> None:
+def test_backbone_lr_mult_zero_trains_only_the_head(
+    tiny_run: Path, tmp_path: Path, shared_image_folder: Path, ml_cache
+) -> None:
     init = read_checkpoint(tiny_run / "checkpoint.pt")
     cfg = config(
         shared_image_folder,
@@ -367,7 +369,7 @@ def test_backbone_lr_mult_zero_trains_only_the_head(tiny_run: Path, tmp_path: Pa
 
 
 def test_new_head_reinitialises_even_for_the_same_classes(
-    tiny_run: Path, tmp_path: Path, shared_image_folder: Path, monkeypatch
+    tiny_run: Path, tmp_path: Path, shared_image_folder: Path, ml_cache, monkeypatch
 ) -> None:
     loaded = {}
     real = ml.train.load_backbone
