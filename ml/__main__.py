@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__)
     parser.add_argument(
-        "command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in sorted(COMMANDS.items()))
+        "command",
+        choices=sorted(COMMANDS),
+        # argparse %-formats help strings: a literal % (time to 93%/94%) must be written %%
+        help="; ".join(f"{k}: {v[1]}" for k, v in sorted(COMMANDS.items())).replace("%", "%%"),
     )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
