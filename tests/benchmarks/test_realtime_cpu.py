@@ -36,22 +36,29 @@ def test_a_child_that_ended_during_the_phase_still_counts_for_its_group() -> Non
         proc.kill()
         proc.wait()
     used = cpu.spent(before, after)
-    assert used["burner"] >= 0.25  # the child's 0.3 s, through its parent's reaped-children time
-    assert used.get("other", 0.0) < 0.25
+    # the child's 0.3 s, through its parent's reaped-children time, counted once (with the two
+    # interpreters' start-up); "other" is the rest of the machine, busy or not, so it is not bounded
+    assert 0.25 <= used["burner"] < 0.8
 
 
 def test_the_burning_group_leader_is_its_own_component() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", BURN + "time.sleep(30)"], start_new_session=True)
+    """The burn starts after the first snapshot and ends before the second, however busy the
+    machine is (it waits for a line, burns 0.3 s of CPU, then says so)."""
+    script = "import sys, time\nsys.stdin.readline()\n" + BURN + "print('burned', flush=True)\ntime.sleep(30)\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], start_new_session=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         before = cpu.snapshot({"burner": proc.pid})
-        time.sleep(1.0)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "burned"
         after = cpu.snapshot({"burner": proc.pid})
     finally:
         proc.kill()
         proc.wait()
     used = cpu.spent(before, after)
-    assert used["burner"] >= 0.15  # most of its 0.3 s burn falls in the second measured
-    assert used.get("other", 0.0) < used["burner"]
+    assert 0.25 <= used["burner"] < 0.8  # its 0.3 s burn (plus some of its start-up), once
 
 
 def test_the_table_shows_milliseconds_per_image_and_the_ceiling() -> None:
