@@ -1,6 +1,7 @@
-"""Everything that reads the evaluation rows: feedback, live evaluation of a version, champion
-against challenger, drift without labels and the operations figures. Aggregates run in the
-database (one GROUP BY per table); only the operations durations are fetched row by row (capped)."""
+"""Per-day figures over the last few days of jobs, without labels: drift of a version's answers
+against its offline validation set, and the operations figures (uploads, queue and inference
+times, failures). Aggregates run in the database (one GROUP BY per table); only the operations
+durations are fetched row by row (capped)."""
 
 from __future__ import annotations
 
@@ -12,142 +13,15 @@ from django.db.models import Avg, Count, F, Q
 from django.db.models.functions import Floor, TruncDate
 from django.utils import timezone
 
-from classifier.errors import NotFoundError
 from classifier.evaluation import stats
-from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction
+from classifier.evaluation.models import ModelVersion
 from classifier.models import Classification
 
 Status = Classification.Status
-MOST_CORRECTED = 5
 OPERATIONS_MAX_ROWS = 200_000  # durations fetched for the percentiles (the newest rows in the window)
 FAILURE_REASONS = 10
 
 
-def feedback_get(*, user, classification: Classification) -> Feedback:
-    feedback = Feedback.objects.filter(classification=classification, user=user).first()
-    if feedback is None:
-        raise NotFoundError("There is no feedback on this classification.")
-    return feedback
-
-
-def feedback_for(*, user, classification: Classification) -> Feedback | None:
-    return Feedback.objects.filter(classification=classification, user=user).first()
-
-
-def model_version_get(*, pk: int | str) -> ModelVersion:
-    try:
-        return ModelVersion.objects.get(pk=int(pk))
-    except (ModelVersion.DoesNotExist, ValueError, TypeError) as exc:
-        raise NotFoundError("No such model version.") from exc
-
-
-def model_version_by_alias(alias: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(alias=alias).first()
-
-
-def champion_classes() -> list[str]:
-    """The classes of the bundle that answers users: its row, else MODEL_BUNDLE's manifest (no torch)."""
-    from worker.runtime.manifest import BundleError, read_manifest
-
-    champion = model_version_by_alias(ModelVersion.Alias.CHAMPION)
-    if champion is not None:
-        return list(champion.classes)
-    try:
-        return list(read_manifest(settings.MODEL_BUNDLE).classes)
-    except (BundleError, OSError):
-        return []
-
-
-# ----------------------------------------------------------------------------- live evaluation
-def _feedback_rows(version: ModelVersion) -> list[tuple[str, str, bool]]:
-    """(predicted, true label or "", correct) for each feedback on the version's classifications."""
-    return list(
-        Feedback.objects.filter(classification__bundle_version=version).values_list(
-            "classification__top_label", "label", "correct"
-        )
-    )
-
-
-def live_evaluation(*, version: ModelVersion) -> dict[str, Any]:
-    """Accuracy on feedback (95% Wilson interval), per-class precision/recall and the confusion
-    matrix on feedback that names the true class, the most-corrected predicted classes, and the
-    offline report's numbers beside them."""
-    rows = _feedback_rows(version)
-    n = len(rows)
-    right = sum(1 for _, _, correct in rows if correct)
-    classes = list(version.classes)
-    labelled = [(true, predicted) for predicted, true, _ in rows if true]
-    metrics = stats.classification_metrics(labelled, classes)
-    offline = version.offline or {}
-    offline_per_class = {row.get("class"): row for row in offline.get("per_class", []) if isinstance(row, dict)}
-    per_class = [
-        {
-            **row,
-            "offline_precision": offline_per_class.get(row["class"], {}).get("precision"),
-            "offline_recall": offline_per_class.get(row["class"], {}).get("recall"),
-        }
-        for row in metrics.per_class
-    ]
-    wrong_by_class: dict[str, list[int]] = {}
-    for predicted, _, correct in rows:
-        counts = wrong_by_class.setdefault(predicted, [0, 0])
-        counts[0] += not correct
-        counts[1] += 1
-    most_corrected = sorted(
-        (
-            {"class": c, "corrected": wrong, "feedback": total, "rate": wrong / total}
-            for c, (wrong, total) in wrong_by_class.items()
-            if wrong
-        ),
-        key=lambda r: (-r["corrected"], -r["rate"], r["class"]),
-    )[:MOST_CORRECTED]
-    return {
-        "n": n,
-        "correct": right,
-        "accuracy": right / n if n else None,
-        "interval": stats.wilson_interval(right, n),
-        "labelled": len(labelled),
-        "classes": classes,
-        "confusion": metrics.confusion,
-        "per_class": per_class,
-        "most_corrected": most_corrected,
-        "offline_accuracy": offline.get("accuracy", version.metrics.get("accuracy")),
-        "offline_n": offline.get("n"),
-    }
-
-
-def champion_vs_challenger(*, champion: ModelVersion, challenger: ModelVersion) -> dict[str, Any]:
-    """Both versions on the same feedback: jobs the champion answered, the challenger shadowed and
-    the user labelled (feedback that only says "wrong" names no true class, so it is left out)."""
-    pairs = list(
-        ShadowPrediction.objects.filter(
-            model_version=challenger,
-            classification__bundle_version=champion,
-            classification__feedback__isnull=False,
-        )
-        .exclude(classification__feedback__label="")
-        .values_list("classification__top_label", "top_label", "classification__feedback__label")
-    )
-    champion_right = [a == truth for a, _, truth in pairs]
-    challenger_right = [b == truth for _, b, truth in pairs]
-    test = stats.mcnemar_exact(champion_right, challenger_right)
-    n = len(pairs)
-    return {
-        "n": n,
-        "champion": champion,
-        "challenger": challenger,
-        "champion_accuracy": sum(champion_right) / n if n else None,
-        "challenger_accuracy": sum(challenger_right) / n if n else None,
-        "champion_interval": stats.wilson_interval(sum(champion_right), n),
-        "challenger_interval": stats.wilson_interval(sum(challenger_right), n),
-        "test": test,
-        "shadowed": ShadowPrediction.objects.filter(
-            model_version=challenger, classification__bundle_version=champion
-        ).count(),
-    }
-
-
-# ----------------------------------------------------------------------------- drift
 def _window(days: int) -> tuple[date, datetime]:
     """The first day of the last ``days`` days (today included) and the moment it began."""
     days = max(1, min(int(days), 366))
@@ -155,6 +29,7 @@ def _window(days: int) -> tuple[date, datetime]:
     return start, timezone.make_aware(datetime.combine(start, time.min))
 
 
+# ----------------------------------------------------------------------------- drift
 def drift(*, version: ModelVersion, days: int = 30) -> dict[str, Any]:
     """Per day (by finish time): the predicted-class mix and the confidence of the version's
     answers against its offline validation set, with PSI, chi-square and a warning flag.
