@@ -15,7 +15,8 @@ import benchmarks.runtime as package
 from benchmarks.runtime.inputs import DEFAULT_BUNDLE, random_bundle
 from benchmarks.runtime.measure import explanations, measure, ms
 from benchmarks.runtime.uploads import worst_case_uploads
-from worker.runtime.predictor import Predictor, configure_threads
+from worker.runtime.predictor import Predictor
+from worker.runtime.threads import configure_threads
 
 
 def main(argv: list[str] | None = None) -> int:

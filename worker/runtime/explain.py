@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from worker.runtime import predictor as predictor_module
 from worker.runtime.predictor import Prediction, Predictor
+from worker.runtime.threads import threads_for
 
 
 @dataclass
@@ -100,7 +100,7 @@ def predict_explained(
         class_index = torch.tensor([[lookup[label] for label in row] for row in labels], dtype=torch.long)
     outputs = []
     start = 0
-    with predictor_module.threads_for(bundle.device, len(batch), predictor.lone_threads):
+    with threads_for(bundle.device, len(batch), predictor.lone_threads):
         for chunk in torch.split(batch, predictor.max_batch):
             x = chunk.to(bundle.device)
             if has_explain:

@@ -13,16 +13,8 @@ hangs in a child of a process that used it, so such a child is pinned to one thr
 runs in; auto (the default) is bf16 on CPUs with bf16 in hardware, for bundles that support it.
 ``WORKER_TTA`` (unset: the bundle's level) runs the module at a lower test-time-augmentation level
 for throughput; the bundle's calibration.md gives each level's accuracy and calibration.
-``WORKER_TORCH_THREADS`` (environment) sets torch's intra-op thread count in the process that
-loads a model; unset, torch's default (one per core) is kept. With a prefork pool of N processes
-on C cores set it to C // N: oversubscribed OpenMP threads spin against each other. Measured with
-benchmarks.runtime on the 2-core dev box while a training job kept it busy: one image through a
-small ResNet-20 took a median 1.2 ms but p95 448 ms with 2 threads, 0.7 ms and p95 6 ms with one.
-``WORKER_LONE_IMAGE_THREADS`` (environment; unset: off) is the thread count for a forward pass of
-one image only. A lone job arrives when the machine is quiet (under load the worker takes batches),
-so the cores the web side would need are idle while it runs: with 2 instead of 1 thread one image
-through the default bundle took 16 ms instead of 31 (fp32, 2-core AMD EPYC with AVX2). Batches keep
-``WORKER_TORCH_THREADS``, leaving the other cores to the web processes under load.
+``WORKER_TORCH_THREADS`` and ``WORKER_LONE_IMAGE_THREADS`` (torch's thread counts) and the fork
+guard live in `worker.runtime.threads`.
 This module imports no Django.
 """
 
@@ -32,8 +24,6 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +31,28 @@ import torch
 
 from worker.runtime import precision as prec
 from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bundle, read_manifest
+from worker.runtime.threads import (
+    LONE_THREADS_ENV,
+    THREADS_ENV,
+    configure_threads,
+    single_threaded_after_fork,
+    threads_for,
+    threads_from_env,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "LONE_THREADS_ENV",
+    "THREADS_ENV",
+    "TTA_ENV",
+    "Prediction",
+    "Predictor",
+    "clear_cache",
+    "configure_threads",
+    "get_predictor",
+    "threads_for",
+    "tta_from_env",
+]
 
 # The most images one forward pass takes; bigger batches run in chunks of this size. On the CPU
 # chunks beat one pass over everything: `python -m benchmarks.runtime` on the 2-core Xeon (the
@@ -48,64 +60,9 @@ from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bund
 # pass in bf16 (1.59x; chunks of 32 and 128 gave the same as 64, 16 less) and 1.15x in fp32.
 # A GPU wants large batches.
 DEFAULT_MAX_BATCH = {"cpu": 64, "cuda": 1024}
-THREADS_ENV = "WORKER_TORCH_THREADS"
-LONE_THREADS_ENV = "WORKER_LONE_IMAGE_THREADS"
 TTA_ENV = "WORKER_TTA"
 
 Prediction = list[tuple[str, float]]
-
-
-# GNU OpenMP (torch's CPU thread pool on Linux) cannot be used in a child forked from a process
-# that already ran a parallel region: the child's first multi-threaded op hangs forever. A child
-# of such a parent is therefore kept at one thread (see _after_fork_in_child), with a warning.
-_ran_multithreaded = False  # this process ran a prediction with more than one torch thread
-_single_thread_after_fork = False  # this process was forked from one that had
-
-
-def _threads_from_env(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        threads = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if threads < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return threads
-
-
-def configure_threads() -> int:
-    """Apply WORKER_TORCH_THREADS if set; return the thread count torch now uses."""
-    if _single_thread_after_fork:
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
-        return 1
-    threads = _threads_from_env(THREADS_ENV)
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-@contextmanager
-def threads_for(device: torch.device, images: int, lone_threads: int | None) -> Iterator[int]:
-    """Run a forward pass of ``images`` images on ``lone_threads`` threads when it is one image on
-    the CPU (`LONE_THREADS_ENV`), else on the process's threads; yields the count used. Marks the
-    process as having run multi-threaded, for the fork guard."""
-    global _ran_multithreaded
-    before = torch.get_num_threads()
-    switch = (
-        device.type == "cpu" and images == 1 and lone_threads is not None and lone_threads != before
-    ) and not _single_thread_after_fork
-    if switch:
-        torch.set_num_threads(lone_threads)
-    try:
-        if device.type == "cpu" and torch.get_num_threads() > 1:
-            _ran_multithreaded = True
-        yield torch.get_num_threads()
-    finally:
-        if switch:
-            torch.set_num_threads(before)
 
 
 def tta_from_env() -> int | None:
@@ -202,7 +159,7 @@ class Predictor:
         if self._bundle is None:
             with self._lock:
                 if self._bundle is None:
-                    if _single_thread_after_fork:
+                    if single_threaded_after_fork():
                         warnings.warn(
                             f"loading {self.bundle_dir} single-threaded: this process was forked from one that had "
                             "already run a model on several threads, and torch's OpenMP pool hangs after such a "
@@ -211,7 +168,7 @@ class Predictor:
                             stacklevel=2,
                         )
                     configure_threads()
-                    self.lone_threads = _threads_from_env(LONE_THREADS_ENV)
+                    self.lone_threads = threads_from_env(LONE_THREADS_ENV)
                     bundle = load_bundle(
                         self.bundle_dir,
                         self.device,
@@ -291,14 +248,12 @@ def clear_cache() -> None:
 def _after_fork_in_child() -> None:
     # The child must not use the parent's CUDA context or its module copy; locks held by
     # parent threads at fork time would never be released in the child, so renew them too.
-    global _cache_lock, _single_thread_after_fork
+    # (`worker.runtime.threads` has its own hook, registered first, that pins the thread count.)
+    global _cache_lock
     _cache_lock = threading.Lock()
     _cache.clear()
     for predictor in list(_live_predictors):
         predictor._forget()
-    if _ran_multithreaded or _single_thread_after_fork:
-        _single_thread_after_fork = True
-        torch.set_num_threads(1)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from worker.runtime import predictor as predictor_module
+from worker.runtime import threads as threads_module
 from worker.runtime.bundle import BundleError, load_bundle
-from worker.runtime.predictor import Predictor, configure_threads, get_predictor
+from worker.runtime.predictor import Predictor, get_predictor
+from worker.runtime.threads import configure_threads
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -323,7 +325,7 @@ def test_one_image_runs_on_the_lone_image_threads_and_a_batch_on_the_process_thr
         assert seen == [2, 1]
         assert [label for label, _ in one[0]] == [label for label, _ in batch[0]]  # the same answer either way
         assert np.allclose([p for _, p in one[0]], [p for _, p in batch[0]], atol=1e-5)
-        monkeypatch.setattr(predictor_module, "_single_thread_after_fork", True)  # a child of a multi-threaded parent
+        monkeypatch.setattr(threads_module, "_single_thread_after_fork", True)  # a child of a multi-threaded parent
         predictor.predict(random_images(1))
         assert seen == [2, 1, 1]
     finally:
@@ -353,7 +355,8 @@ def test_on_a_gpu_the_default_device_is_cuda_and_agrees_with_the_cpu(tiny_bundle
 def test_the_runtime_imports_no_django() -> None:
     code = (
         "import sys\n"
-        "import worker.runtime, worker.runtime.bundle, worker.runtime.images, worker.runtime.predictor\n"
+        "import worker.runtime, worker.runtime.bundle, worker.runtime.images\n"
+        "import worker.runtime.predictor, worker.runtime.threads\n"
         "import ml.export\n"
         "bad = sorted(m for m in sys.modules if m == 'django' or m.startswith(('django.', 'rest_framework', 'celery')))\n"
         "print(bad)\n"
