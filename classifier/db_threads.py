@@ -7,9 +7,7 @@ CONN_MAX_AGE the connection would outlive its thread. `call` runs a function on 
 ``WEB_DB_THREADS`` long-lived threads instead. Each keeps its own connection for
 ``WEB_CONN_MAX_AGE`` seconds, checked before and after every call the way Django's request cycle
 checks it (health, age, autocommit: ``close_old_connections``), so a broken or stale connection
-is replaced, never reused. The health check (``SELECT 1``) runs before a call only when the
-connection's last call is more than ``WEB_DB_HEALTH_CHECK_INTERVAL`` seconds (1) old or ended
-with errors, as Django checks once per request rather than before every query.
+is replaced, never reused.
 
 Only the API's waiting views use it (classifier.waiter: the upload or item view, the status
 checks and the final read), and only for ASGI requests. Under WSGI (runserver, the embedded
@@ -25,7 +23,6 @@ import contextvars
 import functools
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -84,42 +81,12 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-_last_ok = threading.local()  # per pool thread: {alias: monotonic time its last call ended cleanly}
-
-
-def _skip_recent_health_checks() -> None:
-    """After `close_old_connections`, mark as checked the connections of this thread whose last
-    call ended without errors less than ``WEB_DB_HEALTH_CHECK_INTERVAL`` seconds ago: Django would
-    otherwise run a ``SELECT 1`` round trip before each call's first query (a request's upload,
-    status and final read are three calls within milliseconds; Django itself checks once per
-    request). A connection with errors is still checked (``close_old_connections`` did it)."""
-    interval = settings.WEB_DB_HEALTH_CHECK_INTERVAL
-    if interval <= 0:
-        return
-    now, seen = time.monotonic(), getattr(_last_ok, "times", {})
-    for conn in connections.all(initialized_only=True):
-        ended = seen.get(conn.alias)
-        if conn.connection is not None and not conn.errors_occurred and ended is not None and now - ended < interval:
-            conn.health_check_done = True
-
-
-def _record_clean_ends() -> None:
-    times = _last_ok.__dict__.setdefault("times", {})
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and not conn.errors_occurred:
-            times[conn.alias] = time.monotonic()
-        else:
-            times.pop(conn.alias, None)
-
-
 def _checked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     close_old_connections()
-    _skip_recent_health_checks()
     try:
         return fn(*args, **kwargs)
     finally:
         close_old_connections()
-        _record_clean_ends()
 
 
 def pooled(request) -> bool:

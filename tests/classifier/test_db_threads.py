@@ -1,16 +1,15 @@
 """classifier.db_threads: under ASGI the waiting views' database work runs on threads that keep
-their connection (checked like a request's before and after each call, the health check at most
-once per WEB_DB_HEALTH_CHECK_INTERVAL); under WSGI it stays on the caller's thread and connection."""
+their connection (checked like a request's before and after each call); under WSGI it stays on
+the caller's thread and connection."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import InterfaceError, connection, connections
+from django.db import connection
 from django.test import AsyncClient, AsyncRequestFactory, RequestFactory
 from rest_framework.authtoken.models import Token
 
@@ -110,57 +109,3 @@ def test_an_asgi_upload_runs_its_view_on_the_pool_and_answers(pool, tiny_bundle,
     assert body["status"] == "done" and body["predictions"]
     assert Classification.objects.get(id=body["id"]).status == Classification.Status.DONE
     assert any(t.name.startswith("web-db") for t in threading.enumerate())  # it ran there
-
-
-@pytest.fixture
-def health_checks(monkeypatch):
-    """The number of health checks (``SELECT 1`` through ``is_usable``) the pool's connections run."""
-    calls = []
-    wrapper = type(connections["default"])  # the backend's DatabaseWrapper (connection is a proxy)
-    real = wrapper.is_usable
-    monkeypatch.setattr(wrapper, "is_usable", lambda self: calls.append(1) or real(self))
-    return calls
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_connection_used_cleanly_a_moment_ago_is_not_health_checked_again(pool, settings, health_checks):
-    _postgres_only()
-    settings.WEB_DB_HEALTH_CHECK_INTERVAL = 60
-    request = AsyncRequestFactory().get("/")
-    pids = [async_to_sync(db_threads.call)(request, _where)[1] for _ in range(3)]
-    assert len(set(pids)) == 1 and health_checks == []  # a new connection needs no check, then within 60 s
-    settings.WEB_DB_HEALTH_CHECK_INTERVAL = 0  # checked before every call, as Django's per-request check
-    for _ in range(2):
-        async_to_sync(db_threads.call)(request, _where)
-    assert len(health_checks) == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_silently_dropped_connection_is_replaced_once_the_interval_has_passed(pool, settings, health_checks):
-    _postgres_only()
-    settings.WEB_DB_HEALTH_CHECK_INTERVAL = 0.05
-    request = AsyncRequestFactory().get("/")
-    _, first = async_to_sync(db_threads.call)(request, _where)
-
-    def drop_it():
-        connection.connection.close()  # the server restarted; no query has failed yet
-
-    async_to_sync(db_threads.call)(request, drop_it)
-    time.sleep(0.1)
-    _, second = async_to_sync(db_threads.call)(request, _where)  # checked first, so it reconnects
-    assert second != first and len(health_checks) == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_within_the_interval_a_dropped_connection_fails_one_call_and_is_replaced(pool, settings):
-    """The price of skipping the check (the same as Django's between its per-request check and a
-    query): the first call after a silent drop fails; the connection is closed, the next call works."""
-    _postgres_only()
-    settings.WEB_DB_HEALTH_CHECK_INTERVAL = 60
-    request = AsyncRequestFactory().get("/")
-    _, first = async_to_sync(db_threads.call)(request, _where)
-    async_to_sync(db_threads.call)(request, lambda: connection.connection.close())
-    with pytest.raises(InterfaceError):
-        async_to_sync(db_threads.call)(request, _where)
-    _, second = async_to_sync(db_threads.call)(request, _where)
-    assert second != first

@@ -87,9 +87,6 @@ WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
 # (classifier/db_threads.py). 0 for either: the request's own thread and connection, as elsewhere.
 WEB_DB_THREADS = env.int("WEB_DB_THREADS", default=4)
 WEB_CONN_MAX_AGE = env.int("WEB_CONN_MAX_AGE", default=60)
-# A pool connection whose last call ended cleanly less than this many seconds ago is not
-# health-checked (SELECT 1) again before the next call; 0: checked before every call.
-WEB_DB_HEALTH_CHECK_INTERVAL = env.float("WEB_DB_HEALTH_CHECK_INTERVAL", default=1.0)
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
