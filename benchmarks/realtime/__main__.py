@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=VALUE",
         help="a setting for the product's web and worker processes (repeatable), e.g."
-        " WEB_DB_HEALTH_CHECK_INTERVAL=0 to compare a setting against its default in back-to-back runs",
+        " WEB_DB_THREADS=0 to compare a setting against its default in back-to-back runs",
     )
     parser.add_argument(
         "--profile",

@@ -101,7 +101,7 @@ def test_py_spy_writes_its_samples_when_its_group_gets_sigint(tmp_path: Path) ->
 
 
 def test_product_env_takes_name_value_pairs() -> None:
-    assert setting("WEB_DB_HEALTH_CHECK_INTERVAL=0") == ("WEB_DB_HEALTH_CHECK_INTERVAL", "0")
+    assert setting("WEB_DB_THREADS=0") == ("WEB_DB_THREADS", "0")
     assert setting("NOTE=a=b") == ("NOTE", "a=b")
     for bad in ("NOVALUE", "=1", "BAD NAME=1"):
         with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
