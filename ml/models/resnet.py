@@ -54,6 +54,13 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
+def blocks_per_stage(depth: int, extra: int, family: str) -> int:
+    """Blocks per stage of a three-stage net of ``depth`` = 6n + ``extra`` layers, or ValueError."""
+    if (depth - extra) % 6:
+        raise ValueError(f"{family} depth must be 6n+{extra}, got {depth}")
+    return (depth - extra) // 6
+
+
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs: three stages of n basic blocks, 16/32/64 channels x width."""
 
@@ -66,9 +73,7 @@ class CifarResNet(nn.Module):
         residual: bool = True,
     ):
         super().__init__()
-        if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-        n = (depth - 2) // 6
+        n = blocks_per_stage(depth, 2, "CIFAR ResNet")
         widths = [int(round(c * width)) for c in (16, 32, 64)]
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], 3, padding=1, bias=not norm), _norm(widths[0], norm), nn.ReLU(inplace=True)
@@ -222,9 +227,7 @@ class WideResNet(_PreActNet):
         residual: bool = True,
     ):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"Wide ResNet depth must be 6n+4, got {depth}")
-        n = (depth - 4) // 6
+        n = blocks_per_stage(depth, 4, "Wide ResNet")
         widths = [int(round(c * widen * width)) for c in (16, 32, 64)]
         self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
         self._stages(

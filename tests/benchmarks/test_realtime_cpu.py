@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,19 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
 
 
+def cpu_around(proc: subprocess.Popen, step) -> dict[str, float]:
+    """CPU seconds per component between a snapshot before ``step()`` and one after it (``step``
+    must return True: the process said it did its part); ``proc``'s group is "burner"."""
+    try:
+        before = cpu.snapshot({"burner": proc.pid})
+        assert step()
+        after = cpu.snapshot({"burner": proc.pid})
+    finally:
+        proc.kill()
+        proc.wait()
+    return cpu.spent(before, after)
+
+
 def test_a_child_that_ended_during_the_phase_still_counts_for_its_group() -> None:
     """Like a PostgreSQL backend of a short connection: it burns, ends, is reaped by its parent."""
     script = (
@@ -28,14 +40,7 @@ def test_a_child_that_ended_during_the_phase_still_counts_for_its_group() -> Non
         "time.sleep(30)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE, text=True)
-    try:
-        before = cpu.snapshot({"burner": proc.pid})
-        assert proc.stdout.readline().strip() == "reaped"
-        after = cpu.snapshot({"burner": proc.pid})
-    finally:
-        proc.kill()
-        proc.wait()
-    used = cpu.spent(before, after)
+    used = cpu_around(proc, lambda: proc.stdout.readline().strip() == "reaped")
     # the child's 0.3 s, through its parent's reaped-children time, counted once (with the two
     # interpreters' start-up); "other" is the rest of the machine, busy or not, so it is not bounded
     assert 0.25 <= used["burner"] < 0.8
@@ -48,16 +53,13 @@ def test_the_burning_group_leader_is_its_own_component() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", script], start_new_session=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    try:
-        before = cpu.snapshot({"burner": proc.pid})
+
+    def go() -> bool:
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "burned"
-        after = cpu.snapshot({"burner": proc.pid})
-    finally:
-        proc.kill()
-        proc.wait()
-    used = cpu.spent(before, after)
+        return proc.stdout.readline().strip() == "burned"
+
+    used = cpu_around(proc, go)
     assert 0.25 <= used["burner"] < 0.8  # its 0.3 s burn (plus some of its start-up), once
 
 
