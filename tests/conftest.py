@@ -15,12 +15,32 @@ Nothing here imports Django at module level, so ``pytest -p no:django tests/ml``
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(autouse=True)
+def _close_the_async_bridge_threads_connections() -> Iterator[None]:
+    """After each test, close the database connections of asgiref's shared sync thread.
+
+    An async view or ``sync_to_async`` call made from a test (``async_to_sync(AsyncClient().get)``)
+    runs its database work on ``SyncToAsync.single_thread_executor``, a thread that outlives the
+    test; its connection is its own (Django's connections are thread-local) and nothing closes it
+    (the test client disconnects ``close_old_connections`` from the request signals), so at the
+    end of the session PostgreSQL refused to drop the test database ("is being accessed by other
+    users", a PytestWarning, and a database left behind)."""
+    yield
+    if "django.db" not in sys.modules:
+        return
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
 
 
 @pytest.fixture(scope="session")
