@@ -1,5 +1,6 @@
-"""ml.train: config loading, schedules, parameter groups, EMA, resume, early stopping, data
-options, fine-tuning and freezing in real runs (the helpers: test_finetune.py, test_runs.py). Tiny runs (about a second each) on generated data."""
+"""ml.train and its parts in ml.training: config loading, schedules, parameter groups, EMA, resume,
+early stopping, data options, fine-tuning and freezing in real runs (the helpers: test_finetune.py,
+test_runs.py). Tiny runs (about a second each) on generated data."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 import yaml
 
 import ml.train
+import ml.training.loop
+import ml.training.model
 from ml.checkpoint import load_model, read_checkpoint
 from ml.models import build_model
 from ml.train import (
@@ -238,7 +241,7 @@ def constant_logits(model, images, mean, std, batch_size=1000, dtype=None):
 
 
 def test_early_stopping(shared_image_folder: Path, tmp_path: Path, ml_cache, monkeypatch) -> None:
-    monkeypatch.setattr(ml.train, "infer", constant_logits)
+    monkeypatch.setattr(ml.training.loop, "infer", constant_logits)  # where validate() looks it up
     run = train(config(shared_image_folder, tmp_path, epochs=6, early_stop_patience=2))["run_dir"]
     # epoch 1 improves on nothing; epochs 2 and 3 do not improve -> stop after 3
     assert len(metrics(run)) == 3
@@ -246,7 +249,7 @@ def test_early_stopping(shared_image_folder: Path, tmp_path: Path, ml_cache, mon
 
 
 def test_plateau_cuts_the_rate_after_patience(shared_image_folder: Path, tmp_path: Path, ml_cache, monkeypatch) -> None:
-    monkeypatch.setattr(ml.train, "infer", constant_logits)
+    monkeypatch.setattr(ml.training.loop, "infer", constant_logits)  # where validate() looks it up
     run = train(config(shared_image_folder, tmp_path, epochs=6, schedule="plateau", lr=0.05))["run_dir"]
     rates = [float(r["lr"]) for r in metrics(run)]
     # patience 3: four epochs without improvement (2-5) cut the rate by 5x from epoch 6 on
@@ -372,13 +375,13 @@ def test_new_head_reinitialises_even_for_the_same_classes(
     tiny_run: Path, tmp_path: Path, shared_image_folder: Path, ml_cache, monkeypatch
 ) -> None:
     loaded = {}
-    real = ml.train.load_backbone
+    real = ml.training.model.load_backbone
 
     def spy(model, ckpt, keep_head):
         loaded["keep_head"] = keep_head
         return real(model, ckpt, keep_head)
 
-    monkeypatch.setattr(ml.train, "load_backbone", spy)
+    monkeypatch.setattr(ml.training.model, "load_backbone", spy)  # where build_train_model() looks it up
     train(config(shared_image_folder, tmp_path, init_from=str(tiny_run / "checkpoint.pt"), epochs=1, lr=0.0))
     assert loaded["keep_head"] is True
     train(config(shared_image_folder, tmp_path, init_from=str(tiny_run / "checkpoint.pt"), new_head=True, lr=0.0))
