@@ -24,6 +24,7 @@ from ml.checkpoint import save_checkpoint
 from ml.data import load_source, stratified_split
 from ml.models import build_model, count_flops, count_parameters
 from ml.runs import pick_device, progress, run_dir
+from ml.speedrun.distill import Teacher, distill_loss
 from ml.speedrun.recipe import Lookahead, augment, evaluate_logits, nesterov_sgd, set_lr, triangle
 
 
@@ -52,6 +53,10 @@ class SpeedrunConfig:
     label_smoothing: float = 0.2
     whiten_bias_epochs: float = 3.0  # train the whitening bias this long, then freeze it
     lookahead: bool = True  # EMA lookahead of the weights
+    # distillation (ml.speedrun.distill): teacher checkpoints, comma-separated, or a folder of them
+    teacher: str = ""
+    distill_alpha: float = 0.8  # weight of the teacher's term; 1 - alpha on the labels
+    distill_temperature: float = 4.0
     # augmentation
     flip: bool = True  # alternating flip
     translate: int = 2  # random translation in pixels; 0 = off
@@ -111,6 +116,7 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
     total_steps = math.ceil(cfg.epochs * steps_per_epoch)
     lookahead = Lookahead(model) if cfg.lookahead else None
     gen = torch.Generator(device=device).manual_seed(seed)
+    teacher = Teacher(cfg.teacher, data.classes, mean, std, device, dtype) if cfg.teacher else None
     flip_base = torch.rand(len(train_x), generator=gen, device=device) < 0.5
 
     # ---------------------------------------------------------------- loop
@@ -119,7 +125,8 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
         csv.writer(f).writerow(fields)
     print(
         f"[seed {seed}] {out} | {len(train_x)} train, {len(val_x)} val | fastnet {options} | {params:,} params"
-        f" {macs / 1e6:.1f} M MACs | {prec.name(dtype)} on {device}",
+        f" {macs / 1e6:.1f} M MACs | {prec.name(dtype)} on {device}"
+        + (f" | distilled from {len(teacher.members)} teacher(s)" if teacher else ""),
         flush=True,
     )
     train_s, eval_s, step, seen = 0.0, 0.0, 0, 0
@@ -145,7 +152,14 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
             set_lr(opt, factor)
             with prec.autocast(device, dtype):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            if teacher is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            else:
+                soft = teacher.probs(x, cfg.distill_temperature)
+                loss = distill_loss(
+                    logits.float(), y, soft, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
+                    label_smoothing=cfg.label_smoothing,
+                )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
