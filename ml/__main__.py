@@ -15,6 +15,7 @@ COMMANDS = {
     "export": ("ml.export", "write the TorchScript model bundle the worker loads"),
     "speedrun": ("ml.speedrun", "train the fast net with the fast recipe; time to 93%/94% over seeds"),
     "study": ("ml.study", "run a study (conditions x seeds from YAML), test its hypotheses, write the report"),
+    "recompress": ("ml.recompress", "copy an image folder through more JPEG passes (the JPEG-cost experiment)"),
     "bench": ("ml.bench", "training throughput (images/s) and epoch time on this device"),
     "models": ("ml.models", "list registered models with parameters and MACs"),
 }
