@@ -141,11 +141,15 @@ def save_members(
     out: Path, loaded: list[tuple[str, nn.Module, dict[str, Any], str | None]], manifest: Manifest
 ) -> None:
     """``--save-members``: each member's file under ``<bundle>/members/`` (numbered, arch and seed in
-    the name), its path recorded in the manifest's member entry, and the manifest rewritten."""
+    the name, and ``-distilled`` for a net trained with a teacher, so it is not taken for the plain
+    run of the same seed), its path recorded in the manifest's member entry, and the manifest rewritten."""
     (out / "members").mkdir()
     for i, ((_, model, ckpt, csv_text), info) in enumerate(zip(loaded, manifest.members, strict=True)):
         seed = info.get("seed")
-        file = out / "members" / f"{i + 1:02d}-{ckpt['arch']}{'' if seed is None else f'-seed{seed}'}.pt"
+        name = f"{i + 1:02d}-{ckpt['arch']}{'' if seed is None else f'-seed{seed}'}"
+        if (ckpt.get("config") or {}).get("teacher"):
+            name += "-distilled"
+        file = out / "members" / f"{name}.pt"
         save_member(file, model, ckpt, csv_text)
         info["member_file"] = str(file.relative_to(out))
     write_manifest(out, manifest)

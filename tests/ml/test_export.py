@@ -197,6 +197,22 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert not list(out.parent.glob("report-*"))  # nothing left aside
 
 
+def test_saved_members_name_a_distilled_net(tiny, tmp_path):
+    """A member trained with a teacher (``ml speedrun teacher=...``) is saved as ``...-seedN-distilled``,
+    so it is not taken for the plain run of the same seed."""
+    from ml.checkpoint import read_checkpoint, save_checkpoint
+
+    plain, other = tiny["ckpts"]
+    student = read_checkpoint(other)
+    student["config"] = {**student["config"], "teacher": "bundles/default/members"}
+    save_checkpoint(tmp_path / "student.pt", student)
+    out = tmp_path / "bundle"
+    export.main([str(plain), str(tmp_path / "student.pt"), "--out", str(out), "--save-members", "--no-report"])
+    names = [m["member_file"] for m in read_manifest(out).members]
+    assert names == ["members/01-resnet20-seed0.pt", "members/02-resnet20-seed1-distilled.pt"]
+    assert sorted(p.name for p in (out / "members").iterdir()) == [n.split("/")[1] for n in names]
+
+
 def test_flip_tta_is_tta_1_and_conflicts_with_another_level(tiny, tmp_path, capsys):
     a = str(tiny["ckpts"][0])
     export.main([a, "--out", str(tmp_path / "f"), "--flip-tta", "--no-report"])
