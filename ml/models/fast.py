@@ -37,6 +37,20 @@ class WhiteningConv(nn.Conv2d):
         self.bias.zero_()
 
 
+def whitening_sample(images: torch.Tensor, n: int = 5000, seed: int = 0) -> torch.Tensor:
+    """``n`` images drawn at random (seeded) from all of ``images``, for the whitening statistics.
+
+    Training arrays here are ordered by class (image folders, and the stratified split keeps that
+    order), so the first ``n`` images, which the published recipe takes from CIFAR's shuffled
+    batches, would be one or two classes (4,500 airplanes and 500 automobiles of the CIFAR-10
+    copy): their patch covariance is not the data's."""
+    if len(images) <= n:
+        return images
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(images), generator=generator)[:n].sort().values
+    return images[idx.to(images.device)]
+
+
 class FastBatchNorm(nn.BatchNorm2d):
     """Batch norm with a fixed scale of 1 (only the shift is learned) and fast-moving statistics."""
 

@@ -23,6 +23,7 @@ from ml.augment import normalize
 from ml.checkpoint import save_checkpoint
 from ml.data import load_source, stratified_split
 from ml.models import build_model, count_flops, count_parameters
+from ml.models.fast import whitening_sample
 from ml.runs import pick_device, progress, run_dir
 from ml.speedrun.distill import Teacher, distill_loss
 from ml.speedrun.recipe import Lookahead, augment, evaluate_logits, nesterov_sgd, set_lr, triangle
@@ -106,7 +107,7 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
     # ---------------------------------------------------------------- model
     options = {"width": cfg.width, "norm": cfg.norm, "whiten": cfg.whiten}
     model = build_model("fastnet", num_classes=len(data.classes), **options)
-    model.init_from_data(normalize(train_x[:5000], mean, std))
+    model.init_from_data(normalize(whitening_sample(train_x, seed=seed), mean, std))
     params, macs = count_parameters(model), count_flops(model)
     model = model.to(device, memory_format=torch.channels_last)
 

@@ -15,6 +15,7 @@ from ml import precision as prec
 from ml.augment import normalize
 from ml.finetune import head_name, load_backbone, parse_freeze
 from ml.models import build_model, count_flops, count_parameters
+from ml.models.fast import whitening_sample
 from ml.training.config import TrainConfig
 from ml.training.data import TrainData
 
@@ -42,7 +43,7 @@ def build_train_model(
     model = build_model(cfg.model, num_classes=len(data.classes), **options)
     head = head_name(model)
     if init is None and hasattr(model, "init_from_data"):  # e.g. the fast net's whitening layer
-        model.init_from_data(normalize(data.train_x[:5000], data.mean_d, data.std_d).cpu())
+        model.init_from_data(normalize(whitening_sample(data.train_x, seed=cfg.seed), data.mean_d, data.std_d).cpu())
     if init is not None:
         keep_head = not cfg.new_head and list(init["classes"]) == list(data.classes)
         load_backbone(model, init, keep_head)

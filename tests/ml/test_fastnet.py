@@ -126,3 +126,18 @@ def test_speedrun_config_refuses_unknown_keys(capsys) -> None:
         main(["epochz=2"])
     assert "unknown config key 'epochz'" in capsys.readouterr().err
     assert SpeedrunConfig().batch_size == 1024
+
+
+def test_the_whitening_sample_spans_a_class_ordered_set() -> None:
+    """Training arrays are ordered by class; the whitening statistics must not come from the first
+    class or two only (the first 5,000 of the CIFAR-10 copy were 4,500 airplanes)."""
+    from ml.models.fast import whitening_sample
+
+    labels = torch.arange(10).repeat_interleave(100)  # ordered by class, as an image folder loads
+    images = labels.view(-1, 1, 1, 1).expand(-1, 3, 4, 4).to(torch.uint8)
+    sample = whitening_sample(images, n=200, seed=0)
+    classes = sample[:, 0, 0, 0]
+    assert len(sample) == 200 and set(classes.tolist()) == set(range(10))
+    assert torch.equal(sample, whitening_sample(images, n=200, seed=0))  # seeded
+    assert not torch.equal(sample, whitening_sample(images, n=200, seed=1))
+    assert torch.equal(whitening_sample(images[:50], n=200), images[:50])  # fewer than n: all of them
