@@ -129,14 +129,15 @@ def compare_precisions(
     out: Path, fp32_probs: np.ndarray, dataset: Any, device: str, batch_size: int, precisions: list[str] | None
 ) -> dict[str, dict[str, float]]:
     """The written bundle's accuracy and ECE on the whole validation split in each precision it
-    runs in (bf16 as the worker runs it on CPUs with bf16 in hardware), and how far bf16 is from
-    the fp32 probabilities the calibration was fitted on."""
+    runs in (bf16 as the worker runs it on CPUs with bf16 in hardware; int8, the ``--int8`` module,
+    on the CPU), and how far each is from the fp32 probabilities the calibration was fitted on."""
     from ml.evaluate import load_predictor
     from ml.metrics import accuracy, calibration
 
     rows = {}
     for p in precisions or ["fp32"]:
-        probs = fp32_probs if p == "fp32" else load_predictor(out, device, p).predict(dataset.images, batch_size)
+        on = "cpu" if p == "int8" else device  # int8 kernels are the CPU's
+        probs = fp32_probs if p == "fp32" else load_predictor(out, on, p).predict(dataset.images, batch_size)
         rows[p] = {
             "accuracy": accuracy(probs, dataset.labels),
             "ece": float(calibration(probs, dataset.labels)["ece"]),

@@ -185,6 +185,24 @@ class Ensemble(nn.Module):
         }
 
 
+class QuantizedMember(Member):
+    """A `Member` whose model is int8 (`ml.quantize`): normalisation, TTA and temperature as in
+    float, no ``cam_forward`` (int8 kernels have no gradients; explanations use the float module)."""
+
+    def cam_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("an int8 member has no gradients: explain with the bundle's float module")
+
+
+class QuantizedEnsemble(Ensemble):
+    """The ensemble of `QuantizedMember`s (``model-int8.pt``): ``forward``, ``scores`` and
+    ``set_tta`` as the float module, no ``explain``."""
+
+    def explain(
+        self, images: torch.Tensor, class_index: torch.Tensor | None = None, top_k: int = 5
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError("an int8 module has no gradients: explain with the bundle's float module")
+
+
 def cam_layer_of(model: nn.Module) -> str | None:
     """The model's Grad-CAM layer name, or None when the model class has none."""
     name = getattr(model, "cam_layer", None)
@@ -216,3 +234,22 @@ def build_ensemble(
     ]
     map_size = _map_size(wrapped, input_size) if all(cam_layer_of(m) for m, _ in members) else None
     return Ensemble(wrapped, map_size=map_size).eval()
+
+
+def build_quantized_ensemble(
+    members: list[tuple[nn.Module, dict[str, Any]]],
+    calibration: list[torch.Tensor],
+    *,
+    tta: int = 0,
+    temperature: float = 1.0,
+    temperatures: list[float] | None = None,
+) -> QuantizedEnsemble:
+    """The int8 twin of `build_ensemble`: each member quantised (`ml.quantize.quantize_member`)
+    with the activation ranges of its ``calibration`` images (normalised with its own mean/std)."""
+    from ml.quantize import quantize_member
+
+    wrapped = [
+        QuantizedMember(quantize_member(model, images), info["mean"], info["std"], tta, temperature, temperatures)
+        for (model, info), images in zip(members, calibration, strict=True)
+    ]
+    return QuantizedEnsemble(wrapped).eval()

@@ -20,7 +20,12 @@ from worker.runtime.precision import PRECISIONS, cpu_supports_bf16  # noqa: F401
 
 
 def resolve(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast)."""
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast). Training and
+    the other ``ml`` commands take auto | bf16 | fp32; int8 is for serving a bundle only."""
+    if precision == "int8":
+        raise ValueError(
+            "precision int8 is for serving an exported bundle (ml export --int8); train in auto, bf16 or fp32"
+        )
     dtype = runtime_precision.resolve(precision, device)
     return None if dtype == torch.float32 else dtype
 

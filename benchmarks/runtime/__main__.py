@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precisions",
         default="fp32,auto",
-        help="comma-separated runtime precisions (auto | bf16 | fp32, worker.runtime.precision) measured one after "
+        help="comma-separated runtime precisions (auto | bf16 | fp32 | int8, worker.runtime.precision) measured one after "
         "the other in this run; the first is the baseline of the comparison (default fp32,auto)",
     )
     parser.add_argument(

@@ -25,9 +25,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, tta: bool = True) -> Non
     g.add_argument(
         "--precision",
         default="fp32",
-        choices=("fp32", "bf16", "auto"),
+        choices=("fp32", "bf16", "auto", "int8"),
         help="a bundle's inference precision (default fp32; auto = what the worker runs: bf16 on CPUs with bf16 in "
-        "hardware)",
+        "hardware; int8 = the bundle's int8 module of `ml export --int8`, on the CPU)",
     )
     if tta:
         g.add_argument("--tta", action="store_true", help="average each image's prediction with its mirror image")

@@ -27,6 +27,12 @@ calibration.md, calibration.json, reliability_uncalibrated.png, reliability_cali
 ood_scores.png beside the evaluation of the whole validation split (report.json, report.md,
 figures; headline metrics also in the manifest). The manifest's ``command`` is this command line.
 
+``--int8`` also writes ``model-int8.pt``: the same ensemble with int8 members (`ml.quantize`:
+post-training static quantisation, activation ranges from 2,048 seeded training images, never
+the validation split), for the worker's ``WORKER_PRECISION=int8`` on the CPU; the manifest's
+``int8`` entry names it with its SHA-256, its precisions list "int8", and the report's
+precision.json gives its accuracy and how often it agrees with fp32.
+
 ``--save-members`` writes each member's weights in half precision (with arch, options, classes,
 mean/std, metrics, config and its metrics.csv; no optimiser) to ``<bundle>/members/*.pt`` in
 the `ml.checkpoint` format; those files are valid input, so a bundle can be re-exported (other

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ml.bundle_module import build_ensemble, cam_layer_of
+from ml.bundle_module import build_ensemble, build_quantized_ensemble, cam_layer_of
 from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
+
+INT8_MODULE_FILE = "model-int8.pt"
 
 
 def export_bundle(
@@ -99,6 +101,53 @@ def export_bundle(
     write_manifest(out_dir, manifest)
     if report_dir is not None:
         shutil.copytree(report_dir, out_dir / "report")
+    return manifest
+
+
+def export_int8(
+    members: list[tuple[nn.Module, dict[str, Any]]],
+    out_dir: Path,
+    manifest: Manifest,
+    calibration_data: Any,
+    *,
+    temperatures: list[float] | None = None,
+    images: int | None = None,
+    seed: int = 0,
+) -> Manifest:
+    """``--int8``: the int8 twin of the bundle's module (`ml.quantize`: each member quantised with
+    the activation ranges of ``images`` training images, drawn with ``seed``, at the module's TTA
+    level and temperatures) as ``model-int8.pt``; the manifest gets its ``int8`` entry and "int8"
+    among its precisions, and is rewritten. Raises RuntimeError when the written module does not
+    give probabilities."""
+    from ml.quantize import CALIBRATION_IMAGES, ENGINE, calibration_images
+
+    n = images or CALIBRATION_IMAGES
+    level = int(manifest.extra.get("tta", 0))
+    calibration = [calibration_images(calibration_data, info["mean"], info["std"], n, seed) for _, info in members]
+    quantized = build_quantized_ensemble(
+        members,
+        calibration,
+        tta=level,
+        temperature=temperatures[level] if temperatures else 1.0,
+        temperatures=temperatures,
+    )
+    path = out_dir / INT8_MODULE_FILE
+    torch.jit.script(quantized).save(str(path))
+    with torch.inference_mode():
+        probs = torch.jit.load(str(path)).eval()(torch.zeros(2, 3, *manifest.input_size, dtype=torch.uint8))
+    if not (bool(torch.isfinite(probs).all()) and torch.allclose(probs.sum(1), torch.ones(2), atol=1e-3)):
+        raise RuntimeError(f"the int8 module {path} does not give probabilities")
+    manifest.int8 = {
+        "module_file": INT8_MODULE_FILE,
+        "sha256": sha256_file(path),
+        "engine": ENGINE,
+        "method": "post-training static quantisation (torch.ao FX): int8 weights per output channel, "
+        "uint8 activations per tensor, GELU on int8; layers kept in float: "
+        + (", ".join(sorted({n for m, _ in members for n in getattr(m, "int8_float_layers", ())})) or "none"),
+        "calibration": {"images": len(calibration[0]), "split": "train", "seed": seed},
+    }
+    manifest.precisions = [*(manifest.precisions or ["fp32"]), "int8"]
+    write_manifest(out_dir, manifest)
     return manifest
 
 

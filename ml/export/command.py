@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ml.export.bundle import export_bundle, save_members
+from ml.export.bundle import export_bundle, export_int8, save_members
 from ml.export.fit import Calibration, calibrate_on_validation
 from ml.export.inputs import Inputs, load_inputs, parse_arguments, warn_about_data_splits
 from ml.export.report import (
@@ -91,8 +91,11 @@ def write_bundle(
     command: str,
 ) -> Manifest:
     """`export_bundle` with the fitted temperature per TTA level and the manifest fields (none
-    with ``--no-report``), then the member files of ``--save-members``."""
+    with ``--no-report``), then the int8 module of ``--int8`` and the member files of ``--save-members``."""
     fields = calibration.fields
+    temperatures = (
+        [fields["calibration"]["by_tta_level"][str(v)]["temperature"] for v in range(level + 1)] if fields else None
+    )
     manifest = export_bundle(
         inputs.members,
         out,
@@ -102,13 +105,13 @@ def write_bundle(
         superclasses=inputs.loaded[0][2].get("superclasses"),
         tta=level,
         temperature=calibration.temperature,
-        temperatures=[fields["calibration"]["by_tta_level"][str(v)]["temperature"] for v in range(level + 1)]
-        if fields
-        else None,
+        temperatures=temperatures,
         command=command,
         extra={"data": inputs.spec},
         manifest_fields=fields,
     )
+    if args.int8:
+        manifest = export_int8(inputs.members, out, manifest, inputs.train_dataset, temperatures=temperatures)
     if args.save_members:
         save_members(out, inputs.loaded, manifest)
     return manifest

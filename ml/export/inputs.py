@@ -48,6 +48,12 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.
         action="store_true",
         help="also write each member's weights (half precision) to <bundle>/members/, to re-export without training",
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model-int8.pt, the module with int8 members (ml.quantize; calibrated on 2,048 training "
+        "images), which the worker runs with WORKER_PRECISION=int8",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     parser.add_argument(
         "--no-report", action="store_true", help="skip the evaluation, the report and the calibration (T = 1)"
@@ -107,6 +113,7 @@ class Inputs:
     spec: dict[str, Any]
     dataset: ArrayDataset | None = None
     data_desc: dict[str, Any] | None = None
+    train_dataset: ArrayDataset | None = None  # with --int8: the training split, for the int8 calibration
 
 
 def load_inputs(args: argparse.Namespace) -> Inputs:
@@ -124,6 +131,10 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     if not args.no_report:  # load the data first: a missing source should fail before anything is written
         inputs.dataset, inputs.data_desc = data_from_args(inputs.spec, args)
         check_classes(classes, inputs.dataset.classes, "the bundle")
+    if args.int8:  # the int8 activation ranges come from training images, never the validation split
+        from ml.evaluate import load_eval_data
+
+        inputs.train_dataset, _ = load_eval_data(inputs.spec, "train")
     return inputs
 
 

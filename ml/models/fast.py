@@ -89,6 +89,7 @@ class FastNet(nn.Module):
 
     cam_layer = "blocks.1"
     feature_layers = ("blocks.0", "blocks.1")
+    int8_float_layers = ("whiten",)  # ml.quantize: the whitening conv sees raw pixels; it stays in float
 
     def __init__(
         self,

@@ -47,7 +47,7 @@ class ExplainedPrediction:
 
 def supports_explain(predictor: Predictor) -> bool:
     """Whether the bundle's module has the exported ``explain`` method (loads the bundle)."""
-    return hasattr(predictor.load().module, "explain")
+    return hasattr(predictor.load().explainer, "explain")
 
 
 def _threshold(entry: dict | None) -> float | None:
@@ -75,7 +75,9 @@ def predict_explained(
     if not images:
         return []
     bundle = predictor.load()
-    module = bundle.module
+    # Grad-CAM needs gradients: beside an int8 module (precision int8) the maps come from the
+    # float one; ``scores`` alone runs on the module the predictions come from.
+    module = bundle.explainer if heatmaps else bundle.module
     manifest = bundle.manifest
     has_explain, has_scores = hasattr(module, "explain"), hasattr(module, "scores")
     if has_scores and not heatmaps:
@@ -118,7 +120,7 @@ def predict_explained(
     merged = {
         key: torch.cat([o[key] for o in outputs], dim=1 if key.startswith("member_") else 0) for key in outputs[0]
     }
-    return _results(merged, images, manifest, k, has_explain, explainable=hasattr(module, "explain"))
+    return _results(merged, images, manifest, k, has_explain, explainable=hasattr(bundle.explainer, "explain"))
 
 
 def _results(

@@ -48,6 +48,9 @@ class Manifest:
     # the dtypes the module runs in once converted (worker.runtime.precision): "fp32", "bf16";
     # absent = fp32 only (a module that does not cast its input to its weights' dtype)
     precisions: list[str] | None = None
+    # the int8 twin of the module (`ml.quantize`, ``python -m ml export --int8``): module_file,
+    # sha256, engine, calibration; absent = no int8 (precision int8 is then refused)
+    int8: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:

@@ -1,4 +1,4 @@
-"""Inference precision of a loaded bundle: ``auto`` | ``bf16`` | ``fp32``.
+"""Inference precision of a loaded bundle: ``auto`` | ``bf16`` | ``fp32`` | ``int8``.
 
 A bundle's module is saved in float32. ``bf16`` converts its weights (and its float buffers) to
 bfloat16 once, after loading; the module casts the normalised images to its weights' dtype and
@@ -7,7 +7,11 @@ default, ``WORKER_PRECISION`` in the environment) takes bf16 on CUDA and on CPUs
 hardware (AVX512-BF16 or AMX-BF16, read from the CPU flags and confirmed by a tiny bf16 matmul),
 float32 elsewhere: on a CPU without them bf16 is emulated and slower than float32.
 
-What bf16 costs in accuracy is measured per bundle at export (``report/report.md``, "precision").
+``int8`` runs the bundle's int8 twin (``model-int8.pt``, written by ``python -m ml export --int8``:
+int8 convolutions on the CPU's integer dot products, `ml.quantize`), on the CPU only; it is never
+chosen by ``auto``, because it costs some accuracy (the bundle's ``precision.json`` says how much).
+
+What bf16 and int8 cost in accuracy is measured per bundle at export (``report/precision.json``).
 This module imports no Django and nothing from ``ml``.
 """
 
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32", "int8")
 PRECISION_ENV = "WORKER_PRECISION"
 
 
@@ -46,7 +50,7 @@ def check(precision: str) -> str:
 
 
 def from_env(default: str = "auto") -> str:
-    """``WORKER_PRECISION`` when set (auto | bf16 | fp32), else ``default``."""
+    """``WORKER_PRECISION`` when set (auto | bf16 | fp32 | int8), else ``default``."""
     value = os.environ.get(PRECISION_ENV, "").strip().lower()
     if not value:
         return default
@@ -56,8 +60,12 @@ def from_env(default: str = "auto") -> str:
 
 
 def resolve(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype a module runs in for ``precision`` on ``device``."""
+    """The dtype a module runs in for ``precision`` on ``device`` (``torch.qint8`` for int8)."""
     check(precision)
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"precision int8 runs on the CPU only, not on {device.type}: use auto, bf16 or fp32 there")
+        return torch.qint8
     if precision == "fp32":
         return torch.float32
     if precision == "bf16" or device.type == "cuda":
@@ -66,4 +74,6 @@ def resolve(precision: str, device: torch.device) -> torch.dtype:
 
 
 def name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.qint8: "int8"}.get(
+        dtype, str(dtype)
+    )

@@ -9,8 +9,9 @@ Celery parent process that imports this module and then forks its pool stays CUD
 fork, the child forgets every predictor it inherited (`os.register_at_fork`) and loads its own.
 A parent should never predict before forking: on Linux torch's CPU thread pool (GNU OpenMP)
 hangs in a child of a process that used it, so such a child is pinned to one thread and warned.
-``WORKER_PRECISION`` (auto | bf16 | fp32, `worker.runtime.precision`) picks the dtype the module
-runs in; auto (the default) is bf16 on CPUs with bf16 in hardware, for bundles that support it.
+``WORKER_PRECISION`` (auto | bf16 | fp32 | int8, `worker.runtime.precision`) picks the dtype the
+module runs in; auto (the default) is bf16 on CPUs with bf16 in hardware, for bundles that support
+it; int8 runs the bundle's int8 module (`ml export --int8`) on the CPU.
 ``WORKER_TTA`` (unset: the bundle's level) runs the module at a lower test-time-augmentation level
 for throughput; the bundle's calibration.md gives each level's accuracy and calibration.
 ``WORKER_TORCH_THREADS`` and ``WORKER_LONE_IMAGE_THREADS`` (torch's thread counts) and the fork
