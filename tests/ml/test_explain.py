@@ -7,7 +7,7 @@ import torch
 
 from ml import export
 from ml import tta as ml_tta
-from ml.models import build_model
+from tests.ml import fakemodels
 from worker.runtime.bundle import load_bundle
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -24,15 +24,7 @@ ARCHS = [
 
 
 def trained_like(arch: str, options: dict, seed: int) -> torch.nn.Module:
-    """A small model with non-trivial batch-norm statistics, so eval mode differs from a fresh init."""
-    torch.manual_seed(seed)
-    model = build_model(arch, num_classes=len(CLASSES), **options)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-    return model.eval()
+    return fakemodels.trained_like(arch, len(CLASSES), seed, **options)
 
 
 def normalise(images: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from ml import export
 from ml.checkpoint import load_model
 from ml.evaluate import member_info
-from ml.models import build_model
+from tests.ml import fakemodels
 from tests.ml.fakemodels import VAL_PER_CLASS
 from worker.runtime.bundle import BundleError, load_bundle, read_manifest
 
@@ -17,15 +17,7 @@ CLASSES = ["a", "b", "c", "d", "e"]
 
 def trained_like(seed: int) -> torch.nn.Module:
     """A tiny ResNet with non-trivial batch-norm statistics, so eval mode differs from a fresh init."""
-    torch.manual_seed(seed)
-    model = build_model("resnet20", num_classes=len(CLASSES), width=0.25)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-    return model.eval()
+    return fakemodels.trained_like("resnet20", len(CLASSES), seed, scales=True, width=0.25)
 
 
 MEANS = [([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]), ([0.5, 0.5, 0.5], [0.2, 0.3, 0.25])]

@@ -8,23 +8,17 @@ import torch
 
 from ml import export
 from ml import precision as ml_precision
-from ml.models import build_model
 from ml.quantize import calibration_images, gelu_on_int8, quantize_member
+from tests.ml.fakemodels import trained_like
 from worker.runtime import precision as runtime_precision
 from worker.runtime.bundle import BundleError, load_bundle, read_manifest
 
 
 def fastnet_like(seed: int = 0) -> torch.nn.Module:
-    """A narrow fast net with whitening from random images and non-trivial batch-norm statistics."""
-    torch.manual_seed(seed)
-    model = build_model("fastnet", num_classes=10, width=0.25)
+    """A narrow fast net with non-trivial batch-norm statistics and whitening from random images."""
+    model = trained_like("fastnet", 10, seed, width=0.25)
     model.init_from_data(torch.randn(64, 3, 32, 32))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-    return model.eval()
+    return model
 
 
 def test_quantized_fastnet_follows_the_float_net_with_every_gelu_but_the_first_on_int8():
