@@ -15,9 +15,18 @@ Two transports, chosen by the setting ``PUSH_REDIS_URL``:
 * empty (no broker: tasks run in-process, the one-command development mode): `publish` hands
   the message to this process's subscriptions directly.
 
-A notification is a hint, not the truth: waiters always re-read the row, and re-check it on a
-slow timer (``API_WAIT_POLL_SECONDS``) too, so a message lost while Redis is down only costs
-latency. Publishing never raises.
+A notification is a hint, not the truth: waiters always re-read the row before they answer,
+and re-check it on a slow timer (``API_WAIT_POLL_SECONDS``) too, so a message lost while Redis
+is down only costs latency. Publishing never raises.
+
+Subscribing after the fact: a waiter that has just read or written the row (the upload view
+answered "queued") would have to read it again once subscribed, in case the job changed in
+between. Instead it takes a `mark` before the view runs and passes it to `subscribe`: each
+process remembers the latest status of the last ``RECENT_MESSAGES`` jobs it was told about, and
+when the push stream has been live without a break since the mark (the listener stayed
+subscribed, and no more messages came than it remembers), the subscription is ``covered``: it
+holds every update since the mark (those already seen are replayed), so the waiter can trust the
+status the view saw. Otherwise (the listener was starting or reconnecting) it reads the row.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -38,6 +49,8 @@ logger = logging.getLogger(__name__)
 CHANNEL_PREFIX = "classifier.push."
 # How long the first subscriber waits for a fresh listener thread to be subscribed.
 LISTENER_READY_SECONDS = 3.0
+# How many jobs' latest status each process remembers, for subscriptions that start after a mark.
+RECENT_MESSAGES = 4096
 
 
 def push_url() -> str:
@@ -55,6 +68,8 @@ class Subscription:
         self.ids = {str(i) for i in ids}
         self.loop = loop
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        # True when subscribed with a `mark` and every update since the mark is (or will be) in the queue.
+        self.covered = False
 
     def deliver(self, job_id: str, status: str) -> None:
         try:
@@ -77,24 +92,66 @@ class Subscription:
 
 
 _subs: dict[str, set[Subscription]] = {}
-_subs_lock = threading.Lock()
+_subs_lock = threading.Lock()  # guards _subs, _recent, _received and _generation
+_recent: OrderedDict[str, str] = OrderedDict()  # job id -> the latest status this process was told
+_received = 0  # messages dispatched in this process
+_generation = 0  # changes of the listener's state (subscribed, lost), in this process
 
 
-async def subscribe(ids: Iterable[str]) -> Subscription:
+@dataclass(frozen=True)
+class Mark:
+    """Where this process's push stream was at one moment (see `mark`)."""
+
+    live: bool
+    generation: int
+    received: int
+
+
+def _live() -> bool:
+    """Whether every message published now reaches this process: no Redis (publishing is in-process),
+    or a listener subscribed to Redis."""
+    url = push_url()
+    if not url:
+        return True
+    listener = _listeners.get(url)
+    return listener is not None and listener.is_alive() and listener.ready.is_set()
+
+
+def mark() -> Mark:
+    """Take before reading or writing a job, then pass to `subscribe` (see the module docstring)."""
+    with _subs_lock:
+        return Mark(_live(), _generation, _received)
+
+
+async def subscribe(ids: Iterable[str], since: Mark | None = None) -> Subscription:
     """Listen to ``ids``; use as ``async with await subscribe(ids) as sub``.
 
-    Subscribe before reading the rows, so nothing published in between is missed.
+    Subscribe before reading the rows, so nothing published in between is missed; or, with
+    ``since`` (a `mark` taken before they were read), check ``sub.covered``: when True, the
+    updates published since the mark are in the subscription already and the rows need not be
+    read again.
     """
-    sub = Subscription(ids, asyncio.get_running_loop())
-    with _subs_lock:
-        for job_id in sub.ids:
-            _subs.setdefault(job_id, set()).add(sub)
+    loop = asyncio.get_running_loop()
+    sub = Subscription(ids, loop)
     url = push_url()
     if url:
         listener = _listener_for(url)
         if not listener.ready.is_set():
             # Only the first waiters of a process (or during an outage) get here.
             await asyncio.to_thread(listener.ready.wait, LISTENER_READY_SECONDS)
+    with _subs_lock:
+        for job_id in sub.ids:
+            _subs.setdefault(job_id, set()).add(sub)
+        if since is not None:
+            sub.covered = (
+                since.live
+                and _live()
+                and since.generation == _generation
+                and _received - since.received <= RECENT_MESSAGES
+            )
+            for job_id in sub.ids:
+                if job_id in _recent:
+                    sub.queue.put_nowait((job_id, _recent[job_id]))
     return sub
 
 
@@ -110,10 +167,17 @@ def unsubscribe(sub: Subscription) -> None:
 
 def dispatch(job_id: str, status: str) -> int:
     """Hand a message to this process's subscriptions for ``job_id``; returns how many got it."""
+    global _received
+    job_id = str(job_id)
     with _subs_lock:
-        subs = list(_subs.get(str(job_id), ()))
+        _received += 1
+        _recent[job_id] = status
+        _recent.move_to_end(job_id)
+        if len(_recent) > RECENT_MESSAGES:
+            _recent.popitem(last=False)
+        subs = list(_subs.get(job_id, ()))
     for sub in subs:
-        sub.deliver(str(job_id), status)
+        sub.deliver(job_id, status)
     return len(subs)
 
 
@@ -182,13 +246,13 @@ class _Listener(threading.Thread):
                     if message is None:
                         continue
                     if message["type"] == "psubscribe":
-                        self.ready.set()
+                        _listener_state(self.ready.set)
                         backoff = 0.2
                     elif message["type"] == "pmessage":
                         channel = message["channel"].decode()
                         dispatch(channel[len(CHANNEL_PREFIX) :], message["data"].decode())
             except Exception:
-                self.ready.clear()
+                _listener_state(self.ready.clear)
                 logger.warning("push listener lost %s; retrying in %.1f s", self.url, backoff, exc_info=True)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -198,6 +262,14 @@ class _Listener(threading.Thread):
                         pubsub.close()
                     except Exception:
                         pass
+
+
+def _listener_state(change) -> None:
+    """Set or clear a listener's ``ready``: a new generation (marks taken before no longer cover)."""
+    global _generation
+    with _subs_lock:
+        _generation += 1
+        change()
 
 
 _listeners: dict[str, _Listener] = {}
@@ -218,6 +290,7 @@ def _after_fork_in_child() -> None:
     global _subs_lock, _clients_lock, _listeners_lock
     _subs_lock, _clients_lock, _listeners_lock = threading.Lock(), threading.Lock(), threading.Lock()
     _subs.clear()
+    _recent.clear()
     _clients.clear()
     _listeners.clear()
 

@@ -1,8 +1,9 @@
 """Waiting for jobs without holding a thread: the API's ``wait`` and the pages' event streams.
 
-Both subscribe to `classifier.push` first, then read the rows, then sleep on the subscription;
-a published update wakes them at once, and a slow re-check (``API_WAIT_POLL_SECONDS``) covers
-a lost message. Everything here is ``async``: under ASGI (gunicorn with uvicorn workers) a
+Both subscribe to `classifier.push` first, then read the rows (the API's ``wait`` skips that
+read when the push stream covers the time since its view read or wrote the job: `push.mark`),
+then sleep on the subscription; a published update wakes them at once, and a slow re-check
+(``API_WAIT_POLL_SECONDS``) covers a lost message. Everything here is ``async``: under ASGI (gunicorn with uvicorn workers) a
 waiting client costs a coroutine, not a worker thread. The wrapped view and the database reads
 run through `classifier.db_threads.call`: on threads that keep their connection under ASGI.
 
@@ -37,15 +38,22 @@ def _status(job_id: str) -> str | None:
     return Classification.objects.filter(id=job_id).values_list("status", flat=True).first()
 
 
-async def wait_until_finished(job_id: str, timeout: float, request=None) -> str | None:
+async def wait_until_finished(
+    job_id: str, timeout: float, request=None, *, seen: tuple[str, push.Mark] | None = None
+) -> str | None:
     """Return the job's status once it is finished (or deleted: None), or when ``timeout`` passes.
 
+    ``seen``: the status the caller read (or wrote) after taking the `push.mark`; when the
+    subscription covers the time since the mark, it stands for the first read of the row.
     A pushed status that is not final (``running``) says the job is alive: the wait goes on
     without reading the row; only a quiet ``API_WAIT_POLL_SECONDS`` re-reads it (a lost message)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with await push.subscribe([job_id]) as sub:
-        status = await db_threads.call(request, _status, job_id)
+    async with await push.subscribe([job_id], since=seen[1] if seen else None) as sub:
+        if seen is not None and sub.covered:
+            status = seen[0]
+        else:
+            status = await db_threads.call(request, _status, job_id)
         while status is not None and status not in FINISHED:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -83,6 +91,7 @@ def waiting_view(view: Callable) -> Callable:
     """An async view around a DRF view that implements ``?wait=<seconds>`` by push."""
 
     async def wrapper(request, *args: Any, **kwargs: Any):
+        mark = push.mark()  # before the view reads or writes the job: see classifier.push
         response = await db_threads.call(request, view, request, *args, **kwargs)
         wait = _wait_seconds(request)
         data = getattr(response, "data", None)
@@ -95,7 +104,7 @@ def waiting_view(view: Callable) -> Callable:
         ):
             return response
         # The DRF view authenticated the request: request.user is the caller now.
-        await wait_until_finished(str(data["id"]), wait, request)
+        await wait_until_finished(str(data["id"]), wait, request, seen=(data.get("status"), mark))
         fresh = await db_threads.call(request, _fresh, request, str(data["id"]))
         if fresh is not None:
             response.data = fresh  # rendered later by the handler, so the body follows

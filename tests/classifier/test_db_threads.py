@@ -5,11 +5,12 @@ the caller's thread and connection."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
+from django.db import connection, connections
 from django.test import AsyncClient, AsyncRequestFactory, RequestFactory
 from rest_framework.authtoken.models import Token
 
@@ -109,3 +110,38 @@ def test_an_asgi_upload_runs_its_view_on_the_pool_and_answers(pool, tiny_bundle,
     assert body["status"] == "done" and body["predictions"]
     assert Classification.objects.get(id=body["id"]).status == Classification.Status.DONE
     assert any(t.name.startswith("web-db") for t in threading.enumerate())  # it ran there
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_quiet_pool_connection_is_not_pinged_before_each_call(pool, monkeypatch):
+    # CONN_HEALTH_CHECKS would send a SELECT 1 before each call's first query; an idle socket
+    # with nothing to read answers the check without a round trip.
+    _postgres_only()
+    request = AsyncRequestFactory().get("/")
+    _, first = async_to_sync(db_threads.call)(request, _where)
+    pings = []
+    wrapper = type(connections["default"])  # the backend's DatabaseWrapper class (the pool threads' too)
+    original = wrapper.is_usable
+    monkeypatch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or original(self))
+    seen = {async_to_sync(db_threads.call)(request, _where)[1] for _ in range(3)}
+    assert seen == {first}
+    assert pings == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_connection_the_server_ended_is_replaced_before_the_next_call(pool):
+    # A PostgreSQL restart or pg_terminate_backend: the server says goodbye and closes the socket,
+    # which the socket check sees; the next call gets a new connection instead of an error.
+    _postgres_only()
+    request = AsyncRequestFactory().get("/")
+    _, first = async_to_sync(db_threads.call)(request, _where)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the backend has exited (and closed its socket)
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first])
+            if cursor.fetchone()[0] == 0:
+                break
+            time.sleep(0.05)
+    _, second = async_to_sync(db_threads.call)(request, _where)  # no error: the check replaced it
+    assert second != first

@@ -123,6 +123,65 @@ def test_upload_with_wait_answers_the_finished_job_in_full(transport, api, user,
     assert {"queued_at", "finished_at", "model_version", "explanation"} <= set(body)  # the whole resource
 
 
+def test_upload_with_wait_sees_a_job_that_finished_before_the_wait_began(
+    transport, api, user, media_root, settings, monkeypatch
+):
+    # The worker finishes the job before the view has even answered: its messages came before the
+    # wait subscribed, and must still end the wait (replayed to the subscription, or a read).
+    def finish_now(job_id) -> threading.Thread:
+        thread = finish_later(job_id, delay=0)
+        thread.join()
+        return thread
+
+    started = time.monotonic()
+    response, body = _post_and_wait(api, settings, monkeypatch, finish_now)
+    assert body["status"] == "done" and body["predictions"][0]["label"] == "cat"
+    assert time.monotonic() - started < 15  # not the 30 s wait: the re-check is a minute away
+
+
+def test_upload_with_wait_does_not_read_the_row_again_before_waiting(api, user, media_root, settings, monkeypatch):
+    # The view wrote the row as queued after the mark, and the push stream has been live since:
+    # the status it saw stands; the row is read once, for the answer, after the job finished.
+    from classifier import waiter
+
+    settings.PUSH_REDIS_URL = ""
+    settings.API_WAIT_POLL_SECONDS = POLL
+    reads = []
+    monkeypatch.setattr(waiter, "_status", lambda job_id: reads.append(job_id))
+    response, body = _post_and_wait(api, settings, monkeypatch, lambda job_id: finish_later(job_id, delay=0.3))
+    assert body["status"] == "done"
+    assert reads == []
+
+
+def test_a_mark_covers_only_a_stream_without_a_break(transport, monkeypatch):
+    from asgiref.sync import async_to_sync
+
+    async def subscribe(job_id, since):
+        sub = await push.subscribe([job_id], since=since)
+        push.unsubscribe(sub)
+        return sub
+
+    async_to_sync(subscribe)("warm-up", None)  # the Redis transport's listener is subscribed now
+    job_id = str(uuid.uuid4())
+    mark = push.mark()
+    assert mark.live
+    push.dispatch(job_id, "running")
+    push.dispatch(job_id, "done")
+    sub = async_to_sync(subscribe)(job_id, mark)
+    assert sub.covered and sub.queue.get_nowait() == (job_id, "done")  # the latest status, replayed
+
+    mark = push.mark()
+    push._listener_state(lambda: None)  # the listener reconnected in between: messages may be lost
+    assert not async_to_sync(subscribe)(job_id, mark).covered
+
+    monkeypatch.setattr(push, "RECENT_MESSAGES", 2)
+    mark = push.mark()
+    for i in range(3):  # more messages than the process remembers
+        push.dispatch(f"other-{i}", "done")
+    assert not async_to_sync(subscribe)(job_id, mark).covered
+    assert async_to_sync(subscribe)(job_id, push.mark()).covered
+
+
 def test_upload_with_wait_for_a_job_deleted_meanwhile_is_404(api, user, media_root, settings, monkeypatch):
     settings.PUSH_REDIS_URL = ""
     settings.API_MAX_WAIT_SECONDS = 0.5
