@@ -8,11 +8,10 @@ Views stay thin: reads go through `classifier.selectors`, writes through `classi
 """
 
 from classifier.views.files import favicon, image, thumbnail
-from classifier.views.jobs import _export_url, bulk_delete, delete, history, result
+from classifier.views.jobs import bulk_delete, delete, history, result
 from classifier.views.upload import _upload_summary, demo, home, signup, upload
 
 __all__ = [
-    "_export_url",
     "_upload_summary",
     "bulk_delete",
     "delete",

@@ -10,7 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import Resolver404, resolve, reverse
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -24,18 +24,6 @@ HISTORY_PAGE_SIZE = 20
 
 def _duration(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start and end else None
-
-
-# The CSV export (issue 12) lives in the API; the history page links to it only once it exists.
-EXPORT_CSV_PATH = "/api/v1/classifications/export.csv"
-
-
-def _export_url() -> str | None:
-    try:
-        match = resolve(EXPORT_CSV_PATH)
-    except Resolver404:
-        return None
-    return None if match.url_name == "classification-detail" else EXPORT_CSV_PATH
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -82,13 +70,11 @@ def history(request: HttpRequest) -> HttpResponse:
     page = Paginator(queryset, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    export_url = _export_url()
     context = {
         "page": page,
         "filter_form": filter_form,
         "filtered": bool(filters),
         "query": query.urlencode(),
-        "export_url": f"{export_url}?{query.urlencode()}" if export_url and query else export_url,
     }
     return render(request, "classifier/history.html", context)
 
