@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +89,26 @@ def screenshot(browser) -> object:
 def console_errors(browser) -> list[str]:
     """Console errors since the last call (CSP violations, failed loads, script errors)."""
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def run_task(job_id: str, attempts: int = 20) -> None:
+    """Run the real classify task for ``job_id`` here, as a worker would, retrying it as the worker
+    does (autoretry on transient database errors). On SQLite the live server's page streams read
+    the same shared-cache in-memory database, and SQLite answers a write that meets a reader of the
+    table with "database table is locked" at once (no busy timeout): without the retry, about one
+    run in six of a test whose page watches its jobs failed here."""
+    from celery.exceptions import Retry
+
+    from worker.tasks import classify
+
+    for attempt in range(attempts):
+        try:
+            classify.apply(args=[job_id])
+            return
+        except Retry:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 @pytest.fixture

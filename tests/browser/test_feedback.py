@@ -10,7 +10,7 @@ from selenium.webdriver.support.ui import Select
 
 from classifier import services
 from classifier.evaluation.models import Feedback
-from tests.browser.conftest import console_errors
+from tests.browser.conftest import console_errors, run_task
 from tests.browser.test_pages import UUID_PATH, sign_up, wait
 from tests.conftest import make_image_bytes
 
@@ -37,10 +37,7 @@ def test_feedback_box_appears_when_done_and_records_a_correction(
     wait(browser).until(EC.url_matches(UUID_PATH.pattern))
     [job_id] = queue
     assert not browser.find_element(By.ID, "feedback").is_displayed()  # nothing to judge yet
-
-    from worker.tasks import classify
-
-    classify.apply(args=[job_id])
+    run_task(job_id)
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "status"), "Done"))
     wait(browser).until(EC.visibility_of_element_located((By.ID, "feedback")))
     screenshot("result-feedback")

@@ -25,7 +25,7 @@ from classifier import services
 from classifier.models import Classification
 from classifier.reports.services import evaluation_report_import
 from tests.browser.axe import serious_violations
-from tests.browser.conftest import console_errors
+from tests.browser.conftest import console_errors, run_task
 from tests.browser.test_pages import images_loaded, sign_up, wait
 from tests.classifier.factories import PASSWORD, ClassificationFactory, UserFactory
 from tests.conftest import CIFAR10_CLASSES, make_image_bytes
@@ -184,10 +184,8 @@ def test_drop_paste_previews_progress_and_result_cards(
     ]
 
     # The real task runs each job; every card turns Done with a CIFAR class, without a reload.
-    from worker.tasks import classify
-
     for job_id in queue:
-        classify.apply(args=[job_id])
+        run_task(job_id)
     wait(browser, 20).until(
         lambda b: sum(1 for c in cards(b).values() if c.get_attribute("data-status") == "done") == 3
     )

@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from classifier import services
 from classifier.models import Classification
-from tests.browser.conftest import console_errors
+from tests.browser.conftest import console_errors, run_task
 from tests.conftest import CIFAR10_CLASSES, make_image_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -88,10 +88,7 @@ def test_sign_up_upload_and_watch_the_result_arrive(
     services.classification_start(classification_id=job_id)
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "status"), "Running"))
     assert "Classifying" in browser.find_element(By.ID, "pending").text
-
-    from worker.tasks import classify
-
-    classify.apply(args=[job_id])  # the real task and model, as a worker would run it
+    run_task(job_id)  # the real task and model, as a worker would run it
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "status"), "Done"))
 
     bars = browser.find_elements(By.CSS_SELECTOR, "#predictions progress")
@@ -153,10 +150,8 @@ def test_upload_several_then_delete_one_from_history(
     assert Classification.objects.count() == 2
 
     # The remaining rows fill in by themselves when their jobs finish.
-    from worker.tasks import classify
-
     for job_id in queue:
-        classify.apply(args=[job_id])
+        run_task(job_id)
     wait(browser).until(
         lambda b: [el.text for el in b.find_elements(By.CSS_SELECTOR, "[data-field=status]")] == ["Done", "Done"]
     )
@@ -178,10 +173,7 @@ def test_result_page_reloads_itself_without_javascript(
     wait(browser).until(EC.url_matches(UUID_PATH.pattern))
     assert browser.find_element(By.ID, "status").text == "Queued"
     assert browser.find_elements(By.CSS_SELECTOR, "#predictions progress") == []
-
-    from worker.tasks import classify
-
-    classify.apply(args=[queue[0]])
+    run_task(queue[0])
     # The <noscript> meta refresh (3 s) brings the finished page; the server renders the bars.
     wait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "status"), "Done"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#predictions progress")) == 5
