@@ -13,7 +13,6 @@ from django.contrib.auth.forms import UserCreationForm
 from django.core.files.uploadedfile import UploadedFile
 
 from classifier.models import Classification
-from worker.runtime.images import ACCEPTED_FORMATS_TEXT
 
 # What the file picker offers. The service decides from the decoded bytes, not from these.
 ACCEPTED_TYPES = ",".join(
@@ -89,7 +88,7 @@ class MultipleImageField(forms.FileField):
 class UploadForm(forms.Form):
     images = MultipleImageField(
         label="Images",
-        help_text=f"{ACCEPTED_FORMATS_TEXT}. You can select several files.",
+        help_text="You can select several files at once.",  # the formats and limits are in the line below the box
         error_messages={"required": "Choose at least one image to classify."},
     )
 
