@@ -104,7 +104,8 @@ def waiting_view(view: Callable) -> Callable:
         ):
             return response
         # The DRF view authenticated the request: request.user is the caller now.
-        await wait_until_finished(str(data["id"]), wait, request, seen=(data.get("status"), mark))
+        seen = (data["status"], mark) if data.get("status") else None  # no status in the body: read the row
+        await wait_until_finished(str(data["id"]), wait, request, seen=seen)
         fresh = await db_threads.call(request, _fresh, request, str(data["id"]))
         if fresh is not None:
             response.data = fresh  # rendered later by the handler, so the body follows
