@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from classifier import batches, push
+from classifier import batches, push, services
 from classifier.evaluation import services as evaluation
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
@@ -66,6 +66,25 @@ def test_a_batch_runs_one_forward_pass_and_a_corrupt_image_fails_only_its_job(
     bad.refresh_from_db()
     assert bad.status == Status.FAILED
     assert bad.error.startswith("The image could not be read:") and "corrupt" in bad.error
+
+
+def test_a_batch_starts_with_one_update_for_the_jobs_that_change_alike():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fresh = [ClassificationFactory() for _ in range(4)]
+    # found running with no reason: its previous attempt never reported back, so it gets one
+    taken_over = ClassificationFactory(status=Status.RUNNING, attempts=1)
+    with CaptureQueriesContext(connection) as queries:
+        started = batches.classifications_start_many(classification_ids=[c.id for c in [*fresh, taken_over]])
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(started) == 5 and len(updates) == 2  # the four fresh jobs in one statement, the other alone
+    for c in fresh:
+        c.refresh_from_db()
+        assert (c.status, c.attempts, c.error) == (Status.RUNNING, 1, "") and c.started_at is not None
+    taken_over.refresh_from_db()
+    assert (taken_over.status, taken_over.attempts) == (Status.RUNNING, 2)
+    assert taken_over.error == services.WORKER_STOPPED
 
 
 def test_finished_and_unknown_jobs_are_left_alone(tiny_bundle, media_root, forward_passes):
