@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks import services
 from benchmarks.client import DEFAULT_IMAGES, Api, load_images, parse_time, percentiles
 from benchmarks.services import (
-    ROOT,
     Stack,
     create_token,
     free_port,
@@ -246,13 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-url", help="use a running server instead of starting one (needs --token)")
     parser.add_argument("--token", help="API token for --base-url")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="CIFAR-10 JPEG tree (default: %(default)s)")
-    parser.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
-    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres", help="server URL")
-    parser.add_argument("--database", default="cifar_load_bench", help="dropped and recreated each run")
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
-    parser.add_argument("--web-workers", type=int, default=2)
+    services.add_product_arguments(parser, database="cifar_load_bench", broker="redis://127.0.0.1:6379/13")
     parser.add_argument("--web-threads", type=int, default=4)
-    parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the logs")
     return parser
 

@@ -4,7 +4,7 @@ them, and the environment and API token of the product (services mode, productio
 * `Stack`: each process in its own process group, logged to ``<workdir>/<name>.log``; ``stop``
   ends every group (SIGTERM, then SIGKILL after 20 s); ``check_alive`` raises with a log tail.
 * `recreate_database`, `wait_http`, `wait_worker_ready`, `free_port`, `log`.
-* `product_env` and `create_token`: what `benchmarks.load` and `benchmarks.realtime` both start
+* `add_product_arguments`, `product_env` and `create_token`: what `benchmarks.load` and `benchmarks.realtime` both start
   the product with (throttles lifted, plain HTTP on the loopback), and its user's token.
 """
 
@@ -124,6 +124,17 @@ def wait_worker_ready(stack: Stack, timeout: float) -> None:
 
 
 # ----------------------------------------------------------------------------- the product
+def add_product_arguments(parser, *, database: str, broker: str) -> None:
+    """The options that say where and how a benchmark starts the product: the bundle, the PostgreSQL
+    server and the database (dropped and recreated each run), the Redis broker, the processes."""
+    parser.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres", help="server URL")
+    parser.add_argument("--database", default=database, help="dropped and recreated each run")
+    parser.add_argument("--broker", default=broker)
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery prefork processes")
+
+
 def product_env(*, database_url: str, broker: str, bundle: Path, media: Path, **settings: str) -> dict[str, str]:
     """The environment of the product's web and worker processes: production settings, plain HTTP
     on 127.0.0.1, the upload throttles lifted (they would otherwise be what is measured), the
