@@ -47,9 +47,10 @@ serve: migrate
 worker: $(VENV)/.runtime-installed
 	$(VENV)/bin/celery -A worker worker --loglevel=INFO --pool=prefork --concurrency=$${WORKER_CONCURRENCY:-1}
 
-# The challenger (MODEL_BUNDLE_CHALLENGER) has its own queue, so the workers that answer users never run it.
+# The challenger (MODEL_BUNDLE_CHALLENGER) has its own queue, so the workers that answer users never run it
+# (and it does not warm up MODEL_BUNDLE, which it never runs).
 worker-challenger: $(VENV)/.runtime-installed
-	$(VENV)/bin/celery -A worker worker --loglevel=INFO --pool=prefork --concurrency=1 -Q $${CHALLENGER_QUEUE:-challenger} -n challenger@%h
+	WORKER_WARM_UP=false $(VENV)/bin/celery -A worker worker --loglevel=INFO --pool=prefork --concurrency=1 -Q $${CHALLENGER_QUEUE:-challenger} -n challenger@%h
 
 beat: $(VENV)/.runtime-installed
 	$(VENV)/bin/celery -A worker beat --loglevel=INFO

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import services
-from benchmarks.realtime.servers import start_product
+from benchmarks.realtime.servers import start_product, worker_defaults
 from benchmarks.services import ROOT, Stack, log
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
@@ -48,13 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the results here (Markdown)")
     parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
     args = parser.parse_args(argv)
-    # What benchmarks.realtime.servers.start_product reads, at the worker's defaults.
-    args.worker_torch_threads = 1
-    args.worker_lone_threads = os.cpu_count() or 1
-    args.batch_size = 16
-    args.batch_wait_ms = 2.0
-    args.profile = None
-    return args
+    return worker_defaults(args)
 
 
 def collect_static(static_root: Path) -> None:

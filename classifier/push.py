@@ -10,8 +10,9 @@ Two transports, chosen by the setting ``PUSH_REDIS_URL``:
 * a Redis URL (by default the broker's, when the broker is Redis): `publish` is a Redis
   ``PUBLISH`` on ``classifier.push.<key>`` (the key is a job id, or ``frame-<uuid>`` for the
   answer to a live camera frame, see `classifier.frames`). Each web process runs one listener
-  thread (``PSUBSCRIBE classifier.push.*``, started on the first subscription) that hands
-  messages to the subscriptions of that process. The Celery worker only publishes.
+  thread (``PSUBSCRIBE classifier.push.*``; `start_listener` when the server starts the process,
+  else on the first subscription) that hands messages to the subscriptions of that process. The
+  Celery worker only publishes.
 * empty (no broker: tasks run in-process, the one-command development mode): `publish` hands
   the message to this process's subscriptions directly.
 
@@ -283,6 +284,17 @@ def _listener_for(url: str) -> _Listener:
             listener = _listeners[url] = _Listener(url)
             listener.start()
     return listener
+
+
+def start_listener() -> bool:
+    """Start this process's listener now rather than on its first subscription (a web process at
+    start-up: `worker.preload`), so that the first waiter neither waits for it nor reads the row
+    again (`mark`). False without Redis (in-process publishing needs no listener)."""
+    url = push_url()
+    if not url:
+        return False
+    _listener_for(url)
+    return True
 
 
 def _after_fork_in_child() -> None:

@@ -8,7 +8,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.production")
 
 application = get_wsgi_application()
 
-# With no broker (in-process mode) this process runs the tasks: load the model before the first upload.
-from worker.preload import preload_model_if_in_process  # noqa: E402
+# Import what the first upload needs and start the push listener; with no broker (in-process mode)
+# this process runs the tasks: load the model and warm it up too (worker/preload.py).
+from worker.preload import preload  # noqa: E402
 
-preload_model_if_in_process()
+preload()

@@ -1,10 +1,14 @@
 """The Celery app: ``celery -A worker worker``. Configured from Django settings (CELERY_* names).
 
-The model is not loaded here: each pool process loads it lazily on its first task
-(worker.runtime.predictor.get_predictor), so the prefork parent never touches CUDA.
+The model is not loaded in the prefork parent, which never touches CUDA: each pool process loads
+it when it starts, on a thread of its own, and warms it up (`warm_up_model`; the first calls of a
+TorchScript module cost about ten times a normal one), so the first jobs after a start are not the
+slow ones. With ``WORKER_WARM_UP=false`` a pool process loads it on its first task instead.
 """
 
+import logging
 import os
+import threading
 
 # Idle OpenMP threads sleep instead of spinning (libgomp spins by default, about 10 ms of a core
 # after every multi-threaded forward pass: WORKER_LONE_IMAGE_THREADS). On a machine shared with
@@ -16,6 +20,8 @@ from celery import Celery  # noqa: E402
 from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("worker")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -43,6 +49,35 @@ def keep_database_connections(**kwargs) -> None:
 
     for alias in connections:
         connections[alias].settings_dict["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE
+
+
+@worker_process_init.connect
+def warm_up_model(**kwargs) -> threading.Thread | None:
+    """In each pool process: load MODEL_BUNDLE and warm it up (`worker.runtime.warmup`) on a thread,
+    since Celery gives this signal only a few seconds (CUDA's start can take longer). A task that
+    comes meanwhile waits for the warm-up to end (`Predictor.load`); a bundle that cannot be loaded is
+    logged and left to the jobs, which then fail with the reason."""
+    from django.conf import settings
+
+    if not settings.WORKER_WARM_UP:
+        return None
+    thread = threading.Thread(
+        target=_load_and_warm_up, args=(settings.MODEL_BUNDLE, settings.MODEL_DEVICE), name="model-warm-up", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _load_and_warm_up(bundle: str, device: str | None) -> None:
+    from worker.runtime import warmup
+    from worker.runtime.predictor import get_predictor
+
+    try:
+        predictor = get_predictor(bundle, device=device)
+        predictor.load(warm_up=True)
+        warmup.warm_up_decoding(predictor.input_size)
+    except Exception:
+        logger.exception("could not load the model bundle %s at start-up; jobs will report it", bundle)
 
 
 @task_prerun.connect

@@ -14,6 +14,18 @@ from benchmarks.services import ROOT, Stack, log
 
 
 # ----------------------------------------------------------------------------- servers
+def worker_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in what `start_product` reads beyond `services.add_product_arguments`, at the worker's
+    own defaults (for the benchmarks that do not compare worker settings); returns ``args``."""
+    args.worker_torch_threads = 1
+    args.worker_lone_threads = os.cpu_count() or 1
+    args.batch_size = 16
+    args.batch_wait_ms = 2.0
+    args.profile = None
+    args.product_env = getattr(args, "product_env", [])
+    return args
+
+
 def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple[str, str]:
     database_url = services.recreate_database(args.postgres, args.database)
     media = stack.workdir / "media"

@@ -1,8 +1,11 @@
-"""worker.preload: in-process mode loads the model when the web process starts, not in the first job."""
+"""worker.preload: a server process imports what the first upload needs and subscribes to the push
+stream when it starts; in in-process mode it also loads the model, not in the first job."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from unittest import mock
 
@@ -11,6 +14,7 @@ import pytest
 from classifier import services
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
+from tests.e2e.procs import redis_ping
 from worker.preload import preload_model_if_in_process
 from worker.runtime import predictor as predictor_module
 
@@ -52,6 +56,20 @@ def test_in_process_mode_loads_the_model_at_start_and_the_first_job_loads_nothin
     assert bundle_loads == [str(tiny_bundle)]  # the job's run time holds no model loading
 
 
+def test_in_process_mode_warms_the_model_up_on_one_thread_at_start(
+    settings, monkeypatch, tiny_bundle, fresh_predictors
+):
+    # One thread: a server that forks after the preload (gunicorn --preload) must not have run an
+    # OpenMP parallel region (worker.runtime.threads).
+    from worker.runtime import warmup
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    warmed: list[int | None] = []
+    monkeypatch.setattr(warmup, "warm_up", lambda bundle, *, threads=None: warmed.append(threads))
+    assert preload_model_if_in_process() is True
+    assert warmed == [1]
+
+
 def test_with_a_separate_worker_the_web_process_loads_nothing(settings, tiny_bundle, fresh_predictors, bundle_loads):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     assert preload_model_if_in_process() is False
@@ -71,7 +89,7 @@ def test_a_bundle_that_does_not_load_is_logged_and_does_not_stop_the_server(
 def test_the_server_entry_points_preload(module):
     # runserver (make run) and gunicorn import WSGI_APPLICATION = webapp.wsgi.application at start.
     with (
-        mock.patch("worker.preload.preload_model_if_in_process") as preload,
+        mock.patch("worker.preload.preload") as preload,
         mock.patch("django.core.wsgi.get_wsgi_application"),
         mock.patch("django.core.asgi.get_asgi_application"),
     ):
@@ -79,3 +97,29 @@ def test_the_server_entry_points_preload(module):
         importlib.import_module(module)
     sys.modules.pop(module, None)
     preload.assert_called_once_with()
+
+
+def test_a_web_process_imports_the_upload_path_and_subscribes_at_start_without_torch():
+    # In its own interpreter: this test process has imported everything already.
+    redis_url = "redis://127.0.0.1:6379/0"
+    if not redis_ping(redis_url):
+        pytest.skip(f"Redis at {redis_url} does not answer")
+    code = (
+        "import sys, django; django.setup()\n"
+        "from worker.preload import preload; preload()\n"
+        "from classifier import push\n"
+        "ready = push._listeners[push.push_url()].ready.wait(10)\n"
+        "print(ready, push.mark().live, 'worker.tasks' in sys.modules, 'kombu.transport.redis' in sys.modules,"
+        " 'torch' in sys.modules)\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PUSH_REDIS_URL"},  # the broker's Redis, by default
+        "DJANGO_SETTINGS_MODULE": "webapp.settings.local",
+        "DATABASE_URL": "sqlite:///:memory:",
+        "CELERY_BROKER_URL": redis_url,  # services mode: a separate worker runs the model
+    }
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ready, live, tasks, transport, torch_imported = out.stdout.split()
+    assert (ready, live, tasks, transport) == ("True", "True", "True", "True")
+    assert torch_imported == "False"  # the web app never imports torch

@@ -142,6 +142,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 20
 # ----------------------------------------------------------------------------- model bundle
 MODEL_BUNDLE = env("MODEL_BUNDLE", default=str(BASE_DIR / "bundles" / "default"))
 MODEL_DEVICE = env("MODEL_DEVICE", default=None)  # None: CUDA when present, else CPU
+# Each worker pool process loads MODEL_BUNDLE when it starts and warms it up (worker/celery.py);
+# false: on its first task instead (the first jobs then pay about half a second more).
+WORKER_WARM_UP = env.bool("WORKER_WARM_UP", default=True)
 PREDICTION_TOP_K = 5
 # ----------------------------------------------------------------------------- evaluation (classifier.evaluation)
 # A second bundle run on the same uploads after the champion answered; its predictions are stored

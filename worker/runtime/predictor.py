@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from worker.runtime import precision as prec
+from worker.runtime import warmup
 from worker.runtime.bundle import BundleError, LoadedBundle, Manifest, load_bundle, read_manifest
 from worker.runtime.threads import (
     LONE_THREADS_ENV,
@@ -155,8 +156,12 @@ class Predictor:
     def loaded(self) -> bool:
         return self._bundle is not None
 
-    def load(self) -> LoadedBundle:
-        """Load (once) and return the bundle: checksum checked, module on `device`, in eval mode."""
+    def load(self, *, warm_up: bool = False, warm_up_threads: int | None = None) -> LoadedBundle:
+        """Load (once) and return the bundle: checksum checked, module on `device`, in eval mode.
+
+        ``warm_up``: when this call loads it, run its methods on a blank image first
+        (`worker.runtime.warmup`; on ``warm_up_threads`` threads, None: the process's), before other
+        threads can use it: a ``predict`` meanwhile waits for the end of the warm-up."""
         if self._bundle is None:
             with self._lock:
                 if self._bundle is None:
@@ -176,6 +181,8 @@ class Predictor:
                         self.precision or prec.from_env(),
                         self.tta if self.tta is not None else tta_from_env(),
                     )
+                    if warm_up:
+                        warmup.warm_up(bundle, threads=warm_up_threads)
                     self._manifest = bundle.manifest
                     self._bundle = bundle
         return self._bundle
