@@ -23,7 +23,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from benchmarks import services
 from benchmarks.realtime.servers import start_product, worker_defaults
-from benchmarks.services import ROOT, Stack, log
+from benchmarks.services import Stack, log
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -49,20 +48,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--note", action="append", default=[], help="a line for the results file (repeatable)")
     args = parser.parse_args(argv)
     return worker_defaults(args)
-
-
-def collect_static(static_root: Path) -> None:
-    """The production settings serve static files from STATIC_ROOT (WhiteNoise): fill it."""
-    env = services.product_env(
-        database_url="sqlite:///:memory:",
-        broker="",
-        bundle=ROOT,
-        media=static_root.parent / "media",
-        STATIC_ROOT=str(static_root),
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
 
 
 def camera_browser():
@@ -159,16 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="cifar-live-bench-"))
     static_root = workdir / "static"
-    args.product_env = [
-        ("STATIC_ROOT", str(static_root)),
-        ("SESSION_COOKIE_SECURE", "false"),  # plain HTTP on the loopback
-        ("CSRF_COOKIE_SECURE", "false"),
-        ("API_FRAME_RATE", "1000000/min"),
-    ]
     stack = Stack(workdir)
     browser = None
     try:
-        collect_static(static_root)
+        args.product_env = [*services.pages_over_http(static_root), ("API_FRAME_RATE", "1000000/min")]
         base_url, _ = start_product(args, stack, bundle)
         log(f"product on {base_url}; logs in {workdir}")
         browser = camera_browser()

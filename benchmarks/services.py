@@ -158,6 +158,23 @@ def product_env(*, database_url: str, broker: str, bundle: Path, media: Path, **
     }
 
 
+def pages_over_http(static_root: Path) -> list[tuple[str, str]]:
+    """For a benchmark that loads the product's pages: fill ``static_root`` (the production settings
+    serve static files from STATIC_ROOT with WhiteNoise) and return the settings to start the
+    product with: STATIC_ROOT, and session and CSRF cookies that plain HTTP on the loopback keeps."""
+    env = product_env(
+        database_url="sqlite:///:memory:",
+        broker="",
+        bundle=ROOT,
+        media=static_root.parent / "media",
+        STATIC_ROOT=str(static_root),
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    return [("STATIC_ROOT", str(static_root)), ("SESSION_COOKIE_SECURE", "false"), ("CSRF_COOKIE_SECURE", "false")]
+
+
 def create_token(env: dict[str, str], username: str) -> str:
     """Migrate the product's database, create ``username`` and return its API token."""
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)

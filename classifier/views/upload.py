@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -15,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from classifier import selectors, services
-from classifier.demo import demo_classify, demo_throttle_wait
+from classifier.demo import DemoImage, demo_classify, demo_prepare, demo_throttle_wait
 from classifier.errors import ApplicationError
 from classifier.forms import ACCEPTED_TYPES, DemoForm, SignUpForm, UploadForm, max_files_per_upload
 from classifier.models import Classification
@@ -50,11 +51,9 @@ def home(request: HttpRequest) -> HttpResponse:
     return _render_home(request)
 
 
-@require_http_methods(["GET", "POST"])
-def demo(request: HttpRequest) -> HttpResponse:
-    """Classify one image for anyone, synchronously, storing nothing (classifier.demo)."""
-    if request.method == "GET":
-        return redirect(reverse("classifier:home") + "#demo")
+def _demo_prepare(request: HttpRequest) -> HttpResponse | tuple[str, DemoImage]:
+    """The demo's synchronous part: the throttle, the form and the upload check; an answer page
+    when the request stops here, else the file's name and the image for the worker."""
     if (wait := demo_throttle_wait(request)) is not None:
         seconds = math.ceil(wait)
         response = _render_home(request, {"demo_throttled_seconds": seconds}, status=429)
@@ -68,12 +67,27 @@ def demo(request: HttpRequest) -> HttpResponse:
         return _render_home(request, {"demo_form": form}, status=400)
     upload_file = form.cleaned_data["image"]
     try:
-        result = demo_classify(upload=upload_file)
+        return upload_file.name, demo_prepare(upload=upload_file)
     except ApplicationError as exc:
         context = {"demo_form": form, "demo_error": exc.message, "demo_filename": upload_file.name}
-        return _render_home(request, context, status=400)
-    context = {"demo_result": result, "demo_filename": upload_file.name}
-    return _render_home(request, context)
+        return _render_home(request, context, status=exc.status_code)
+
+
+@require_http_methods(["GET", "POST"])
+async def demo(request: HttpRequest) -> HttpResponse:
+    """Classify one image for anyone, during the request, storing nothing (classifier.demo): the
+    checks run on a thread, the worker's answer is awaited without holding one."""
+    if request.method == "GET":
+        return redirect(reverse("classifier:home") + "#demo")
+    prepared = await sync_to_async(_demo_prepare)(request)
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    filename, image = prepared
+    try:
+        context, status = {"demo_result": await demo_classify(image), "demo_filename": filename}, 200
+    except ApplicationError as exc:
+        context, status = {"demo_error": exc.message, "demo_filename": filename}, exc.status_code
+    return await sync_to_async(_render_home)(request, context, status)
 
 
 @require_http_methods(["GET", "POST"])

@@ -1,8 +1,10 @@
-"""The demo on the home page: anyone classifies one image synchronously with the bundle, nothing is
-stored (no row, no file), refusals use the upload's messages, and each IP is rate-limited."""
+"""The demo on the home page: anyone classifies one image during the request (the worker runs the
+model, as for a live camera frame), nothing is stored (no row, no file), refusals use the upload's
+messages, and each IP is rate-limited."""
 
 from __future__ import annotations
 
+import io
 import re
 from unittest import mock
 
@@ -10,8 +12,10 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from PIL import Image
 from rest_framework.throttling import ScopedRateThrottle
 
+from classifier import frames
 from classifier.models import Classification
 from tests.conftest import CIFAR10_CLASSES, files_under, make_image_bytes
 
@@ -78,3 +82,55 @@ def test_demo_get_goes_back_to_the_form(client):
 def test_demo_needs_csrf(tiny_bundle):
     client = Client(enforce_csrf_checks=True)
     assert post(client, "a.png", make_image_bytes("png")).status_code == 403
+
+
+def test_the_worker_gets_the_model_input_and_answers_what_an_upload_would_get(client, tiny_bundle, media_root):
+    # The web shrinks the image to the model's input (a lossless 32x32 PNG); the predictions are
+    # those of the worker's own decode of the original.
+    from worker.runtime.images import decode_for_model
+    from worker.runtime.predictor import get_predictor
+
+    data = make_image_bytes("png", size=(640, 480), color=(200, 120, 40))
+    sent: list[bytes] = []
+    real = frames.frame_classify
+
+    async def spy(*, data, timeout=None):
+        sent.append(data)
+        return await real(data=data, timeout=timeout)
+
+    with mock.patch.object(frames, "frame_classify", spy):
+        html = post(client, "big.png", data).content.decode()
+    [model_input] = sent
+    assert model_input.startswith(b"\x89PNG") and len(model_input) < 4096
+    with Image.open(io.BytesIO(model_input)) as im:
+        assert im.size == (32, 32)
+    [expected] = get_predictor(str(tiny_bundle)).predict([decode_for_model(data, (32, 32))], top_k=5)
+    labels = re.findall(r'<span class="prediction-label">([^<]+)</span>', html)
+    assert labels == [label for label, _ in expected]
+    assert "640×480 PNG" in html
+
+
+def test_the_web_process_loads_no_model_for_the_demo(client, tiny_bundle, media_root):
+    from worker.runtime import predictor as predictor_module
+
+    predictor_module.clear_cache()
+    answer = {"predictions": [{"label": "cat", "probability": 0.9}], "model_version": "v-test"}
+    with mock.patch.object(frames, "frame_classify", mock.AsyncMock(return_value=answer)):
+        response = post(client, "a.png", make_image_bytes("png"))
+    assert response.status_code == 200 and "v-test" in response.content.decode()
+    assert predictor_module._cache == {}  # the worker's side ran nowhere in this process
+
+
+def test_no_answer_from_the_worker_says_so_and_stores_nothing(client, tiny_bundle, media_root):
+    with mock.patch.object(frames, "frame_classify", mock.AsyncMock(return_value=None)):
+        response = post(client, "a.png", make_image_bytes("png"))
+    assert response.status_code == 503
+    assert "did not answer in time" in response.content.decode()
+    assert Classification.objects.count() == 0 and files_under(media_root) == []
+
+
+def test_an_image_the_worker_cannot_read_is_refused_with_its_message(client, tiny_bundle, media_root):
+    answer = {"error": "The image file is truncated or corrupt."}
+    with mock.patch.object(frames, "frame_classify", mock.AsyncMock(return_value=answer)):
+        response = post(client, "a.png", make_image_bytes("png"))
+    assert response.status_code == 400 and "truncated or corrupt" in response.content.decode()
