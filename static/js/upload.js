@@ -84,7 +84,7 @@
     return node;
   }
 
-  function preview(file, holder) {
+  function preview(file, holder, onFail) {
     // createImageBitmap decodes the file without a URL, so the strict CSP (img-src 'self') holds.
     if (!window.createImageBitmap) return;
     window.createImageBitmap(file).then(function (bitmap) {
@@ -98,7 +98,11 @@
       holder.textContent = "";
       holder.appendChild(canvas);
       holder.classList.add("has-preview");
-    }).catch(function () { /* HEIC and TIFF: the browser cannot draw it; the server can read it */ });
+    }).catch(function () {
+      // HEIC and TIFF (the server reads them), or a damaged file (the server says so): either way
+      // the card says why there is no picture rather than showing a bare "Ready".
+      if (onFail) onFail();
+    });
   }
 
   function setup(form) {
@@ -168,7 +172,9 @@
         list.appendChild(card);
         var item = { file: file, card: card, bar: bar, stateBox: stateBox, errorBox: errorBox, result: result, state: "ready" };
         items.push(item);
-        preview(file, thumb);
+        preview(file, thumb, function () {
+          if (item.state === "ready") stateBox.textContent = "Ready (no preview: this browser cannot draw it; the server checks the file)";
+        });
         var problem = checkFile(form, file, accepted);
         if (problem) showError(item, problem);
         else if (pending().length > maxFiles) showError(item, form.getAttribute("data-msg-too-many"));

@@ -214,6 +214,22 @@ def test_drop_paste_previews_progress_and_result_cards(
     wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
 
 
+def test_a_file_the_browser_cannot_draw_says_so_and_the_server_gives_the_reason(
+    browser, live_server, tiny_bundle, media_root, queue
+):
+    sign_up(browser, live_server, "hana")
+    good = make_image_bytes("jpg", size=(48, 40), color=(20, 20, 220))
+    drop(browser, [js_file("blue.jpg", good, "image/jpeg"), js_file("broken.jpg", good[:300], "image/jpeg")])
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#file-list canvas.preview-canvas")) == 1)
+    wait(browser).until(
+        lambda b: "no preview" in cards(b)["broken.jpg"].find_element(By.CSS_SELECTOR, ".file-state").text
+    )
+    assert cards(browser)["blue.jpg"].find_element(By.CSS_SELECTOR, ".file-state").text == "Ready"
+    browser.find_element(By.ID, "upload-button").click()
+    wait(browser, 20).until(lambda b: "truncated or corrupt" in cards(b)["broken.jpg"].text)
+    assert len(queue) == 1  # only the good file became a job
+
+
 def test_history_filter_by_class_bulk_delete_and_export(
     browser,
     live_server,
