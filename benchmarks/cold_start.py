@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import services
@@ -177,23 +176,17 @@ def main(argv: list[str] | None = None) -> int:
             log("  uploads " + ", ".join(f"{e2e:.0f}/{inf:.0f}" for e2e, inf in start.uploads) + " ms (end to end /"
                 " inference); demos " + ", ".join(f"{ms:.0f}" for ms in start.demos) + " ms")  # fmt: skip
             results[setting].append(start)
-    meta = [
-        f"command: `{command.strip()}`",
-        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+    meta = services.run_header(
+        command,
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average at the end "
         + " ".join(f"{x:.2f}" for x in os.getloadavg()),
         f"torch {torch.__version__}; bundle {args.bundle}; inputs: {images_note}",
         f"product: gunicorn {args.web_workers} uvicorn workers, Celery prefork x{args.worker_concurrency} "
         f"({args.worker_torch_threads} torch thread, {args.worker_lone_threads} for a lone image), PostgreSQL, Redis; "
         f"{args.settle:g} s between the worker's 'ready' and the first upload; {args.rounds} start(s) per setting",
-        *[f"note: {n}" for n in args.note],
-    ]
-    text = render(meta, results)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-        log(f"results written to {args.out}")
-    return 0
+        notes=args.note,
+    )
+    return services.publish(render(meta, results), args.out)
 
 
 if __name__ == "__main__":

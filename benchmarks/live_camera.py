@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import services
@@ -157,20 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             browser.quit()
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    meta = [
-        f"command: `{command.strip()}`",
-        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+    meta = services.run_header(
+        command,
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}; bundle {bundle}",
         f"product: gunicorn {args.web_workers} uvicorn workers, Celery prefork x{args.worker_concurrency},"
         f" PostgreSQL {args.database}, Redis {args.broker}; headless Chromium with a fake camera",
-        *[f"note: {n}" for n in args.note],
-    ]
-    text_out = render(meta, result)
-    print(text_out)
-    if args.out:
-        args.out.write_text(text_out)
-        log(f"results written to {args.out}")
-    return 0
+        notes=args.note,
+    )
+    return services.publish(render(meta, result), args.out)
 
 
 if __name__ == "__main__":

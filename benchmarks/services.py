@@ -30,6 +30,23 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def run_header(command: str, *lines: str, notes: list[str] = ()) -> list[str]:
+    """A results file's list of facts: the command as typed, the date, ``lines``, then the notes."""
+    from datetime import UTC, datetime
+
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    return [f"command: `{command.strip()}`", f"date: {date}", *lines, *[f"note: {n}" for n in notes]]
+
+
+def publish(text: str, out: Path | None) -> int:
+    """Print a benchmark's results and, when ``out`` is given, write them there too; 0 (an exit status)."""
+    print(text)
+    if out:
+        out.write_text(text)
+        log(f"results written to {out}")
+    return 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
