@@ -139,3 +139,31 @@ def test_corrupt_stored_image_fails_in_the_worker_without_retrying(live_worker, 
     assert c.status == Classification.Status.FAILED, live_worker.tail()
     assert "could not be read" in c.error
     assert c.attempts == 1
+
+
+def test_the_demo_is_answered_by_a_real_worker_through_redis(live_worker, media_root, broker, settings):
+    # The demo sends the model input to the worker (classify_frame) and awaits its pushed answer:
+    # nothing of the model runs in this (the web) process, and nothing is stored.
+    import re
+
+    from django.core.cache import cache
+    from django.test import Client
+
+    from classifier.models import Classification
+    from tests.conftest import files_under
+    from worker.runtime import predictor as predictor_module
+
+    settings.PUSH_REDIS_URL = broker
+    predictor_module.clear_cache()
+    cache.clear()
+    response = Client().post(
+        "/demo/", {"image": SimpleUploadedFile("boat.png", make_image_bytes("png", size=(80, 60)), "image/png")}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200, f"{html[-2000:]}\n--- worker log ---\n{live_worker.tail()}"
+    labels = re.findall(r'<span class="prediction-label">([^<]+)</span>', html)
+    assert len(labels) == 5 and set(labels) <= set(CIFAR10_CLASSES)
+    assert "tiny-test-0" in html
+    assert "classify_frame" in live_worker.log.read_text()  # the worker process did the work
+    assert predictor_module._cache == {}
+    assert Classification.objects.count() == 0 and files_under(media_root) == []
