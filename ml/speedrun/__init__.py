@@ -19,7 +19,10 @@ hlb-CIFAR10 before it), re-implemented here from the paper's description:
 - evaluation with test-time augmentation (mirror + one-pixel translations, ``ml.tta``);
 - optional knowledge distillation (``teacher=bundles/default/members``, ``distill_alpha``,
   ``distill_temperature``; ``ml.speedrun.distill``): the student also learns the teacher
-  ensemble's softened predictions on the same augmented batch (about 2.2x the time per step).
+  ensemble's softened predictions on the same augmented batch (about 2.2x the time per step);
+- optional mixup (``mixup=<alpha>``, ``ml.speedrun.recipe.mix``): each batch blended with a seeded
+  permutation of itself by one Beta(alpha, alpha) weight, labels likewise; with a teacher, the
+  teacher labels the blended images ("function matching").
 
 Every ``eval_every`` epochs the current weights are evaluated on the validation split (the seeded
 500-per-class hold-out of ``data``) with TTA; evaluation is clocked apart from training, and the

@@ -78,7 +78,8 @@ def distill_loss(
     logits: torch.Tensor, y: torch.Tensor, teacher_probs: torch.Tensor, *, alpha: float, temperature: float,
     label_smoothing: float,
 ) -> torch.Tensor:  # fmt: skip
-    """The batch's summed loss (the recipe sums over images): the mix above, ``logits`` in float32."""
+    """The batch's summed loss (the recipe sums over images): the mix above, ``logits`` in float32;
+    ``y`` holds class indices, or label distributions (rows summing to 1) under mixup."""
     hard = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="sum")
     log_student = F.log_softmax(logits / temperature, dim=1)
     soft = F.kl_div(log_student, teacher_probs, reduction="sum") * temperature**2

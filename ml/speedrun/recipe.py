@@ -1,5 +1,5 @@
 """The fast recipe's pieces: Nesterov SGD with its two parameter groups, the triangular schedule,
-the lookahead EMA, the batched augmentation (translation, alternating flip, cutout) and evaluation
+the lookahead EMA, the batched augmentation (translation, alternating flip, cutout; mixup) and evaluation
 with test-time augmentation."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ml.augment import cutout, random_crop
@@ -82,6 +83,20 @@ def augment(
     if cfg.cutout:
         x = cutout(x, cfg.cutout, generator)
     return x
+
+
+def mix(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, lam: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al., 2018) of a batch with weight ``lam`` (drawn per batch from
+    Beta(alpha, alpha) by the caller): each image blended with another of the batch (a seeded
+    permutation), and the labels likewise. Returns the blended images and the label distributions
+    (rows summing to 1), which ``F.cross_entropy`` takes as targets. Under distillation the teacher
+    labels the blended images themselves ("function matching", Beyer et al., 2022), so the student
+    meets new points at every step instead of the same 45,000 again."""
+    perm = torch.randperm(len(x), generator=generator, device=x.device)
+    onehot = F.one_hot(y, num_classes).to(torch.float32)
+    return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]
 
 
 # ============================================================================= evaluation

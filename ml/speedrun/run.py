@@ -26,7 +26,7 @@ from ml.models import build_model, count_flops, count_parameters
 from ml.models.fast import whitening_sample
 from ml.runs import pick_device, progress, run_dir
 from ml.speedrun.distill import Teacher, distill_loss
-from ml.speedrun.recipe import Lookahead, augment, evaluate_logits, nesterov_sgd, set_lr, triangle
+from ml.speedrun.recipe import Lookahead, augment, evaluate_logits, mix, nesterov_sgd, set_lr, triangle
 
 
 # ============================================================================= config
@@ -62,6 +62,7 @@ class SpeedrunConfig:
     flip: bool = True  # alternating flip
     translate: int = 2  # random translation in pixels; 0 = off
     cutout: int = 0  # zero a random square of this many pixels per image (longer runs); 0 = off
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) weight, one per batch; 0 = off
     # evaluation
     tta: int = 2  # 0 none | 1 mirror | 2 mirror + translate
     eval_every: int = 1  # evaluate every N epochs (and always at the end)
@@ -119,6 +120,7 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
     gen = torch.Generator(device=device).manual_seed(seed)
     teacher = Teacher(cfg.teacher, data.classes, mean, std, device, dtype) if cfg.teacher else None
     flip_base = torch.rand(len(train_x), generator=gen, device=device) < 0.5
+    mix_rng = np.random.default_rng(seed)  # mixup's per-batch weights
 
     # ---------------------------------------------------------------- loop
     fields = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "images_per_s", "train_s"]
@@ -148,17 +150,19 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
                 break
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x = augment(normalize(train_x[idx], mean, std), cfg, flip_base[idx], epoch, gen)
-            y = train_y[idx]
+            y = target = train_y[idx]
+            if cfg.mixup:
+                x, target = mix(x, y, len(data.classes), float(mix_rng.beta(cfg.mixup, cfg.mixup)), gen)
             factor = triangle(step, total_steps)
             set_lr(opt, factor)
             with prec.autocast(device, dtype):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
             if teacher is None:
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing, reduction="sum")
             else:
                 soft = teacher.probs(x, cfg.distill_temperature)
                 loss = distill_loss(
-                    logits.float(), y, soft, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
+                    logits.float(), target, soft, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
                     label_smoothing=cfg.label_smoothing,
                 )  # fmt: skip
             opt.zero_grad(set_to_none=True)
@@ -168,7 +172,7 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
             if lookahead is not None and step % 5 == 0:
                 lookahead.update(model, decay=0.95**5 * (step / total_steps) ** 3)
             loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits.argmax(1) == (target.argmax(1) if cfg.mixup else y)).sum()  # mixup: the larger part
             n_epoch += len(idx)
         last = epoch == epochs - 1
         if last and lookahead is not None:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ml import precision as prec
 from ml.checkpoint import load_model
 from ml.models import FastNet, WhiteningConv, build_model, count_parameters
 from ml.speedrun import SpeedrunConfig, alternating_flip, main, triangle
+from ml.speedrun.recipe import mix
 from ml.tta import TestTimeAugment
 
 
@@ -87,6 +89,35 @@ def test_triangle_schedule_and_alternating_flip() -> None:
     even, odd = alternating_flip(x, base, 0), alternating_flip(x, base, 1)
     assert torch.equal(even[0], x[0].flip(2)) and torch.equal(even[1], x[1])
     assert torch.equal(odd[0], x[0]) and torch.equal(odd[1], x[1].flip(2))
+
+
+def test_mixup_blends_each_image_with_another_of_the_batch_and_its_label_alike() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 4, 4)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    mixed, target = mix(x, y, 4, 0.7, gen)
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(0))  # the permutation mix drew
+    assert torch.allclose(mixed, 0.7 * x + 0.3 * x[perm])
+    onehot = F.one_hot(y, 4).float()
+    assert torch.allclose(target, 0.7 * onehot + 0.3 * onehot[perm])
+    assert torch.allclose(target.sum(1), torch.ones(6))
+    same, hard = mix(x, y, 4, 1.0, gen)  # lam 1: nothing blended
+    assert torch.equal(same, x) and torch.equal(hard.argmax(1), y)
+    # cross-entropy with the blended labels is the blend of the two cross-entropies
+    logits = torch.randn(6, 4)
+    want = 0.7 * F.cross_entropy(logits, y, reduction="none") + 0.3 * F.cross_entropy(logits, y[perm], reduction="none")
+    assert torch.allclose(F.cross_entropy(logits, target, reduction="none"), want, atol=1e-6)
+
+
+def test_speedrun_with_mixup_trains_and_records_it(shared_image_folder: Path, tmp_path: Path, ml_cache) -> None:
+    out = tmp_path / "runs"
+    tiny = ["val_per_class=5", "epochs=1", "batch_size=16", "width=0.125", "precision=fp32", "targets=0.0"]
+    main([f"data={shared_image_folder}", *tiny, "seeds=0", f"out_dir={out}", "name=mix", "mixup=1.0"])
+    run = next(out.glob("*-mix-s0"))
+    _, ckpt = load_model(run / "best.pt")
+    assert ckpt["config"]["mixup"] == 1.0
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and 0.0 <= float(rows[1].split(",")[3]) <= 1.0  # the train accuracy is a fraction
 
 
 def test_speedrun_writes_runs_a_summary_and_times_targets(shared_image_folder: Path, tmp_path: Path, ml_cache, capsys):
