@@ -12,6 +12,7 @@ urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/signup/", views.signup, name="signup"),
     path("demo/", views.demo, name="demo"),
+    path("model/", views.about_model, name="model"),
     path("upload/", views.upload, name="upload"),
     path("live/", live_views.camera, name="live"),
     path("classifications/", views.history, name="history"),

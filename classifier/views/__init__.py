@@ -4,15 +4,18 @@ Views stay thin: reads go through `classifier.selectors`, writes through `classi
 
 - `classifier.views.upload`: home (and the demo), sign-up, upload;
 - `classifier.views.jobs`: result, history, bulk delete, delete;
-- `classifier.views.files`: the owner-only image and thumbnail, the favicon.
+- `classifier.views.files`: the owner-only image and thumbnail, the favicon;
+- `classifier.views.model`: "About the model" (`classifier.model_card`).
 """
 
 from classifier.views.files import favicon, image, thumbnail
 from classifier.views.jobs import bulk_delete, delete, history, result
+from classifier.views.model import about_model
 from classifier.views.upload import _upload_summary, demo, home, signup, upload
 
 __all__ = [
     "_upload_summary",
+    "about_model",
     "bulk_delete",
     "delete",
     "demo",

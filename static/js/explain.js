@@ -35,13 +35,24 @@
     var predictions = document.getElementById("predictions");
     slot.textContent = "";
     slot.setAttribute("data-heatmaps", exp ? exp.heatmaps_status : "");
+    var result = document.getElementById("result");
+    var modelUrl = result && result.getAttribute("data-model-url");
+    function notice(attrs, text, linkText) {
+      var node = el("div", attrs, text);
+      if (modelUrl) {
+        node.appendChild(document.createTextNode(" "));
+        node.appendChild(el("a", { href: modelUrl }, linkText));
+        node.appendChild(document.createTextNode("."));
+      }
+      return node;
+    }
     if (data.ood && details && predictions && !document.getElementById("ood-notice")) {
-      details.insertBefore(el("div", { "class": "notice notice-ood", id: "ood-notice", role: "alert" },
-        "This doesn't look like any of the classes I know. The answer below is the closest of them."), predictions);
+      details.insertBefore(notice({ "class": "notice notice-ood", id: "ood-notice", role: "alert" },
+        "This doesn't look like any of the classes I know. The answer below is the closest of them.", "What this means"), predictions);
     }
     if (data.uncertain && details && predictions && !document.getElementById("uncertain-notice")) {
-      details.insertBefore(el("div", { "class": "notice notice-uncertain", id: "uncertain-notice", role: "status" },
-        "Not sure. The model's calibrated confidence is under its threshold."), predictions);
+      details.insertBefore(notice({ "class": "notice notice-uncertain", id: "uncertain-notice", role: "status" },
+        "Not sure. The model's calibrated confidence is under its threshold.", "How often it is wrong then"), predictions);
     }
     slot.id = "explanation";
     slot.appendChild(el("h2", { id: "explanation-heading" }, exp && exp["class"] ? "Why “" + exp["class"] + "”?" : "Why?"));

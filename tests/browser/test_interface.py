@@ -315,3 +315,28 @@ def test_staff_report_page(browser, live_server, media_root, reported_bundle):
     for size_name, (width, height) in SIZES.items():
         browser.set_window_size(width, height)
         full_page_screenshot(browser, SHOTS / f"admin-report-{size_name}.png")
+
+
+def test_about_the_model_page(browser, live_server, settings, tmp_path):
+    """The model card of the shipped bundle (its manifest and report, not its weights), reached from
+    the visitors' home page: readable in both colour schemes and at phone width."""
+    import json
+    import shutil
+
+    shipped = ROOT / "bundles" / "default"
+    bundle = tmp_path / "bundle"
+    (bundle / "report").mkdir(parents=True)
+    shutil.copy(shipped / "manifest.json", bundle / "manifest.json")
+    shutil.copy(shipped / "report" / "report.json", bundle / "report" / "report.json")
+    settings.MODEL_BUNDLE = str(bundle)
+    browser.set_window_size(*SIZES["desktop"])
+    browser.get(live_server.url + "/")
+    browser.find_element(By.LINK_TEXT, "What it knows, and how often it is right").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "model-accuracy")))
+    assert "airplane, automobile" in browser.find_element(By.ID, "model-classes").text
+    rows = browser.find_elements(By.CSS_SELECTOR, "#model-per-class tbody tr")
+    per_class = json.loads((bundle / "report" / "report.json").read_text())["per_class"]
+    weakest = min(per_class, key=lambda row: row["f1"])["class"]
+    assert len(rows) == len(CIFAR10_CLASSES) and rows[0].text.startswith(weakest)  # weakest first
+    assert "Not sure" in browser.find_element(By.ID, "model-uncertain").text
+    check_page(browser, "model")

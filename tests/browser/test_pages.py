@@ -216,3 +216,40 @@ def test_heatmaps_are_drawn_in_place_when_they_follow_the_answer(browser, live_s
     assert browser.find_element(By.ID, "agreement").text  # the rest of the explanation is redrawn too
     assert browser.execute_script("return window.__noReload === true")
     assert console_errors(browser) == []
+
+
+def test_a_not_sure_answer_arriving_live_links_to_the_model_page(
+    browser, live_server, tiny_bundle, media_root, settings, tmp_path
+):
+    """The "Not sure" notice, drawn when the answer arrives on an open result page, links to the
+    model card's "When not to trust it" (a bundle whose threshold makes every answer "not sure")."""
+    import json
+    import shutil
+
+    from tests.classifier.factories import ClassificationFactory, UserFactory
+
+    bundle = tmp_path / "unsure"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["uncertain"] = {"threshold": 1.01}  # no answer is that sure
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    settings.MODEL_BUNDLE = str(bundle)
+    user = UserFactory(username="frank")
+    user.set_password(PASSWORD)
+    user.save()
+    job = ClassificationFactory(owner=user)  # queued
+
+    browser.get(live_server.url + "/accounts/login/")
+    browser.find_element(By.ID, "id_username").send_keys("frank")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
+    browser.get(live_server.url + f"/classifications/{job.id}/")
+    wait(browser).until(lambda b: b.execute_script("return document.documentElement.getAttribute('data-live')"))
+    assert browser.find_elements(By.ID, "uncertain-notice") == []
+
+    services.classification_process(classification_id=job.id)
+    notice = wait(browser).until(EC.presence_of_element_located((By.ID, "uncertain-notice")))
+    link = notice.find_element(By.TAG_NAME, "a")
+    assert link.get_attribute("href") == live_server.url + "/model/#trust-heading"
+    assert console_errors(browser) == []

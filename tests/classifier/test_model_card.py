@@ -1,0 +1,116 @@
+"""The "About the model" page (classifier.model_card, classifier.views.model): every number comes
+from the bundle the service runs, it follows a re-export, and it fails with a message."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from classifier.model_card import model_card
+
+pytestmark = pytest.mark.django_db
+
+SHIPPED = Path(__file__).resolve().parents[2] / "bundles" / "default"
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, settings) -> Path:
+    """The shipped bundle's manifest and report, without its weights (the page reads no model)."""
+    out = tmp_path / "bundle"
+    (out / "report").mkdir(parents=True)
+    shutil.copy(SHIPPED / "manifest.json", out / "manifest.json")
+    shutil.copy(SHIPPED / "report" / "report.json", out / "report" / "report.json")
+    settings.MODEL_BUNDLE = str(out)
+    return out
+
+
+def test_the_card_holds_the_bundles_own_numbers(bundle: Path) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    report = json.loads((bundle / "report" / "report.json").read_text())
+    card = model_card()
+    assert card is not None
+    assert card.version == manifest["version"] and card.classes == manifest["classes"]
+    assert card.accuracy == manifest["metrics"]["accuracy"] and card.top5 == manifest["metrics"]["top5"]
+    assert card.members == len(manifest["members"]) == 3
+    assert card.parameters == sum(m["params"] for m in manifest["members"])
+    assert card.uncertain["threshold"] == manifest["uncertain"]["threshold"]
+    assert card.ood["generated_flagged"] == manifest["ood"]["generated_flagged"]
+    f1 = {row["class"]: row["f1"] for row in report["per_class"]}
+    assert [row.name for row in card.per_class] == sorted(f1, key=f1.get)  # weakest first
+    assert card.weakest[0].name == min(f1, key=f1.get)
+    assert card.confused == report["most_confused"][:5]
+    assert card.tta == "each image and its mirror image"  # the shipped export's TTA level 1
+
+
+def test_the_page_tells_a_visitor_what_the_model_knows_and_when_not_to_trust_it(client, bundle: Path) -> None:
+    card = model_card()
+    response = client.get(reverse("classifier:model"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert card.version in html
+    assert f"{card.accuracy * 100:.1f}%" in html  # the headline accuracy, as measured
+    assert ", ".join(card.classes) in html
+    rows = re.findall(r'<tr><th scope="row">(\w+)</th>', html)
+    assert rows == [row.name for row in card.per_class]
+    assert f"{card.uncertain['accuracy_below'] * 100:.0f}%" in html and "Not sure" in html
+    assert f"{card.ood['generated_flagged'] * 100:.0f}%" in html
+    # reachable from every page's footer and from the visitors' home page
+    assert reverse("classifier:model") in client.get(reverse("classifier:home")).content.decode()
+
+
+def test_the_page_follows_a_re_exported_bundle(client, bundle: Path) -> None:
+    assert model_card().version != "re-exported-1"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["version"] = "re-exported-1"
+    manifest["metrics"]["accuracy"] = 0.5
+    path = bundle / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a new mtime, even on coarse clocks
+    html = client.get(reverse("classifier:model")).content.decode()
+    assert "re-exported-1" in html and "50.0%" in html
+
+
+def test_without_a_report_the_page_shows_what_the_manifest_has(client, bundle: Path) -> None:
+    shutil.rmtree(bundle / "report")
+    card = model_card()
+    assert card is not None and card.per_class == [] and card.confused == []
+    response = client.get(reverse("classifier:model"))
+    assert response.status_code == 200 and 'id="model-per-class"' not in response.content.decode()
+    assert f"{card.accuracy * 100:.1f}%" in response.content.decode()
+
+
+@pytest.mark.parametrize("damage", ["missing", "not json"])
+def test_an_unreadable_bundle_gives_a_clear_503(client, bundle: Path, damage: str) -> None:
+    if damage == "missing":
+        (bundle / "manifest.json").unlink()
+    else:
+        (bundle / "manifest.json").write_text("{ not json")
+    response = client.get(reverse("classifier:model"))
+    assert response.status_code == 503
+    assert "The model's description is unavailable." in response.content.decode()
+
+
+def test_the_result_pages_flags_link_to_the_explanation(client, bundle: Path) -> None:
+    from django.template.loader import render_to_string
+
+    html = render_to_string(
+        "classifier/_explanation_flags.html",
+        {
+            "explanation": {
+                "ood": True,
+                "ood_message": "This doesn't look like any of the classes I know.",
+                "ood_score": -1.0,
+                "ood_threshold": -2.6,
+                "uncertain": True,
+                "uncertain_threshold": 0.8,
+            }
+        },
+    )
+    assert html.count(f'href="{reverse("classifier:model")}#trust-heading"') == 2
