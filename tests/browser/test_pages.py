@@ -52,6 +52,25 @@ def images_loaded(browser, selector: str) -> int:
     )
 
 
+def user_with_password(username: str):
+    """A user who can sign in through the form with PASSWORD."""
+    from tests.classifier.factories import UserFactory
+
+    user = UserFactory(username=username)
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+def log_in(browser, live_server, username: str) -> None:
+    """Sign in through the login form; it lands on the upload page."""
+    browser.get(live_server.url + "/accounts/login/")
+    browser.find_element(By.ID, "id_username").send_keys(username)
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
+
+
 def sign_up(browser, live_server, username: str) -> None:
     browser.get(live_server.url + "/accounts/signup/")
     browser.find_element(By.ID, "id_username").send_keys(username)
@@ -186,22 +205,16 @@ def test_heatmaps_are_drawn_in_place_when_they_follow_the_answer(browser, live_s
 
     from classifier.explanations import heatmaps
     from classifier.models import Explanation
-    from tests.classifier.factories import ClassificationFactory, UserFactory
+    from tests.classifier.factories import ClassificationFactory
 
-    user = UserFactory(username="erin")
-    user.set_password(PASSWORD)
-    user.save()
+    user = user_with_password("erin")
     job = ClassificationFactory(owner=user, heatmaps_requested=False)
     services.classification_process(classification_id=job.id)  # answered; maps not asked for
     Explanation.objects.filter(classification=job).update(
         heatmaps_status=Explanation.HeatmapsStatus.PENDING, heatmaps_requested_at=timezone.now()
     )  # as right after the answer of a job that asked for maps
 
-    browser.get(live_server.url + "/accounts/login/")
-    browser.find_element(By.ID, "id_username").send_keys("erin")
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
+    log_in(browser, live_server, "erin")
     browser.get(live_server.url + f"/classifications/{job.id}/")
     assert "Drawing the heatmaps" in browser.find_element(By.ID, "heatmaps-pending").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#predictions progress")) == 5  # the answer is there
@@ -226,7 +239,7 @@ def test_a_not_sure_answer_arriving_live_links_to_the_model_page(
     import json
     import shutil
 
-    from tests.classifier.factories import ClassificationFactory, UserFactory
+    from tests.classifier.factories import ClassificationFactory
 
     bundle = tmp_path / "unsure"
     shutil.copytree(tiny_bundle, bundle)
@@ -234,16 +247,10 @@ def test_a_not_sure_answer_arriving_live_links_to_the_model_page(
     manifest["uncertain"] = {"threshold": 1.01}  # no answer is that sure
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     settings.MODEL_BUNDLE = str(bundle)
-    user = UserFactory(username="frank")
-    user.set_password(PASSWORD)
-    user.save()
+    user = user_with_password("frank")
     job = ClassificationFactory(owner=user)  # queued
 
-    browser.get(live_server.url + "/accounts/login/")
-    browser.find_element(By.ID, "id_username").send_keys("frank")
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    wait(browser).until(EC.url_to_be(live_server.url + "/upload/"))
+    log_in(browser, live_server, "frank")
     browser.get(live_server.url + f"/classifications/{job.id}/")
     wait(browser).until(lambda b: b.execute_script("return document.documentElement.getAttribute('data-live')"))
     assert browser.find_elements(By.ID, "uncertain-notice") == []
