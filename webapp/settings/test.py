@@ -4,6 +4,7 @@ Tasks run eagerly in unit tests even when CELERY_BROKER_URL is set, so a unit te
 worker; the end-to-end tests start a real worker with CELERY_TASK_ALWAYS_EAGER=false.
 """
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,17 @@ DEBUG = False
 SECRET_KEY = env("SECRET_KEY", default="django-insecure-test-key")
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# SQLite: the test database in a file, not Django's default in-memory one with a shared cache. There,
+# a table lock between two connections (the live server's threads serving parallel uploads, a
+# test's helper thread finishing a job) fails at once with "database table is locked", which made
+# browser and push tests flaky on a loaded or fast machine; in a file, a connection that finds the
+# database busy waits for it (the timeout). One file per test process, removed by the test run.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(Path(tempfile.gettempdir()) / f"cifar-classifier-test-{os.getpid()}.sqlite3")
+    }
 
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
