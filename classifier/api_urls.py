@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from classifier import api, explanations, live_api
+from classifier import api, explanations, live_api, model_api
 from classifier.evaluation import api as evaluation_api
 from classifier.waiter import waiting_view
 
@@ -38,6 +38,7 @@ urlpatterns = [
         explanations.ModelInputApi.as_view(),
         name="classification-model-input",
     ),
+    path("model/", model_api.ModelCardApi.as_view(), name="model"),
     path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline scripts.

@@ -114,3 +114,61 @@ def test_the_result_pages_flags_link_to_the_explanation(client, bundle: Path) ->
         },
     )
     assert html.count(f'href="{reverse("classifier:model")}#trust-heading"') == 2
+
+
+# The REST twin: GET /api/v1/model/ (classifier.model_api)
+
+
+def test_the_api_gives_the_bundles_own_numbers_without_a_token(client, bundle: Path) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    report = json.loads((bundle / "report" / "report.json").read_text())
+    response = client.get(reverse("api:model"), HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["version"] == manifest["version"] and body["classes"] == manifest["classes"]
+    assert body["input_size"] == manifest["input_size"] == [32, 32]
+    assert body["ensemble"]["members"] == len(manifest["members"])
+    assert body["ensemble"]["parameters"] == sum(m["params"] for m in manifest["members"])
+    assert body["ensemble"]["temperature"] == manifest["calibration"]["temperature"]
+    held_out = body["held_out"]
+    assert held_out["accuracy"] == manifest["metrics"]["accuracy"] and held_out["top5"] == manifest["metrics"]["top5"]
+    assert held_out["images"] == manifest["metrics"]["n"] == 5000
+    f1 = {row["class"]: row["f1"] for row in report["per_class"]}
+    assert [row["name"] for row in held_out["per_class"]] == sorted(f1, key=f1.get)  # weakest first
+    assert held_out["per_class"][0]["f1"] == min(f1.values())
+    assert held_out["most_confused"] == report["most_confused"][:5]
+    uncertain = manifest["uncertain"]
+    assert body["uncertain"] == {
+        k: uncertain[k] for k in ("threshold", "share_flagged", "accuracy_below", "accuracy_above")
+    }
+    assert body["unusual"]["generated_flagged"] == manifest["ood"]["generated_flagged"]
+    assert body["unusual"]["auroc"] == manifest["ood"]["auroc"]
+    assert body["exported_at"].startswith(manifest["created_at"][:19])
+    assert body["page"] == f"http://testserver{reverse('classifier:model')}"
+
+
+def test_the_api_follows_a_re_export_and_says_null_for_what_a_bundle_lacks(client, bundle: Path) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["version"] = "re-exported-2"
+    for key in ("uncertain", "ood", "calibration"):
+        manifest.pop(key)
+    manifest["metrics"] = {}
+    path = bundle / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    shutil.rmtree(bundle / "report")
+    body = client.get(reverse("api:model")).json()
+    assert body["version"] == "re-exported-2"
+    assert body["uncertain"] is None and body["unusual"] is None and body["ensemble"]["temperature"] is None
+    assert body["held_out"]["accuracy"] is None and body["held_out"]["per_class"] == []
+    assert body["held_out"]["most_confused"] == []
+
+
+def test_the_api_answers_503_in_the_error_shape_when_the_bundle_is_unreadable(client, bundle: Path) -> None:
+    (bundle / "manifest.json").write_text("{ not json")
+    response = client.get(reverse("api:model"))
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "model_unavailable"
+    assert error["message"].startswith("The model's description is unavailable")

@@ -81,8 +81,12 @@ OPERATIONS = [
     "classifications_explanation_request",
     "classifications_heatmap",
     "classifications_model_input",
+    "model_retrieve",
 ]
-PUBLIC_OPERATIONS = {"auth_token_create"}  # every other operation must answer 401 to anonymous callers
+PUBLIC_OPERATIONS = {
+    "auth_token_create",
+    "model_retrieve",
+}  # every other operation must answer 401 to anonymous callers
 
 
 @pytest.fixture
