@@ -12,6 +12,8 @@ import torch
 
 from ml.evaluate.data import DATA_OPTION_KEYS
 
+RUN_CHECKPOINT_NAMES = {"best", "checkpoint", "last"}  # the files ml.train and ml.speedrun write in a run folder
+
 
 # ============================================================================= models
 @dataclass
@@ -29,8 +31,12 @@ class Predictor:
 
     @property
     def name(self) -> str:
+        """A run's ``best.pt``/``checkpoint.pt`` goes by its run folder; a named checkpoint (a bundle's
+        ``members/01-fastnet-seed2.pt``) by its own name; a bundle by its folder."""
         p = Path(self.path)
-        return p.parent.name if p.suffix == ".pt" else p.name
+        if p.suffix != ".pt":
+            return p.name
+        return p.parent.name if p.stem in RUN_CHECKPOINT_NAMES else p.stem
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> np.ndarray:

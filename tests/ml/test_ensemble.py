@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,3 +61,13 @@ def test_ensemble_needs_two_models(tiny, capsys):
     with pytest.raises(SystemExit):
         ensemble.main([str(tiny["ckpts"][0])])
     assert "at least two" in capsys.readouterr().err
+
+
+def test_members_are_named_by_their_run_folder_or_their_own_file_name(tiny, tmp_path):
+    run_checkpoint = Path(tiny["ckpts"][0])
+    assert run_checkpoint.name in ("best.pt", "checkpoint.pt")
+    assert evaluate.load_predictor(run_checkpoint).name == run_checkpoint.parent.name
+    named = tmp_path / "members" / "01-fastnet-seed2.pt"  # as in a bundle's members/ folder
+    named.parent.mkdir()
+    shutil.copy(run_checkpoint, named)
+    assert evaluate.load_predictor(named).name == "01-fastnet-seed2"
