@@ -93,10 +93,10 @@ def console_errors(browser) -> list[str]:
 
 def run_task(job_id: str, attempts: int = 20) -> None:
     """Run the real classify task for ``job_id`` here, as a worker would, retrying it as the worker
-    does (autoretry on transient database errors). On SQLite the live server's page streams read
-    the same shared-cache in-memory database, and SQLite answers a write that meets a reader of the
-    table with "database table is locked" at once (no busy timeout): without the retry, about one
-    run in six of a test whose page watches its jobs failed here."""
+    does (autoretry on transient database errors). Written when SQLite's test database was in memory
+    with a shared cache, where a write that met a reader of the table failed at once with "database
+    table is locked" (about one run in six of a test whose page watches its jobs). The test database
+    is now a file with a busy timeout (webapp/settings/test.py); the retry stays as the worker's own."""
     from celery.exceptions import Retry
 
     from worker.tasks import classify
