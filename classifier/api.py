@@ -106,7 +106,8 @@ def _refuse_more_than_one_file(request: Request) -> None:
     count = sum(len(request.FILES.getlist(name)) for name in request.FILES)
     if count > 1:
         raise ApplicationError(
-            f"Send one image per request; this request carries {count} files. Upload each image in its own request.",
+            f"Send one image per request; this request carries {count} files. Upload each image in its own "
+            "request, or several at once to /api/v1/classifications/batch/ (field 'images').",
             {"files": count, "fields": sorted(request.FILES)},
             code=ONE_IMAGE_PER_REQUEST,
         )

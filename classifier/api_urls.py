@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from classifier import api, explanations, live_api, model_api
+from classifier import api, batch_api, explanations, live_api, model_api
 from classifier.evaluation import api as evaluation_api
 from classifier.waiter import waiting_view
 
@@ -11,6 +11,11 @@ app_name = "api"
 
 urlpatterns = [
     path("classifications/", waiting_view(api.ClassificationCollectionApi.as_view()), name="classification-list"),
+    path(
+        "classifications/batch/",
+        batch_api.batch_waiting_view(batch_api.ClassificationBatchApi.as_view()),
+        name="classification-batch",
+    ),
     path("classifications/export.csv", evaluation_api.ClassificationExportApi.as_view(), name="classification-export"),
     path(
         "classifications/<str:classification_id>/",

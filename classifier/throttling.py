@@ -27,8 +27,29 @@ class _SharedRateThrottle(SimpleRateThrottle):
     """Reads its rate from the rate table of DRF's ScopedRateThrottle (which the API view also
     uses for the per-user budget), so one table governs the API and the form alike."""
 
+    cost = 1  # budget units this request takes: one per image it uploads
+
+    def __init__(self, cost: int = 1) -> None:
+        super().__init__()
+        self.cost = max(1, int(cost))
+
     def get_rate(self) -> str | None:
         return ScopedRateThrottle.THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        """DRF's sliding window, with a request of ``cost`` images counted ``cost`` times: a batch of
+        20 images spends what 20 single uploads would."""
+        if self.cost == 1:
+            return super().allow_request(request, view)
+        if self.rate is None or (key := self.get_cache_key(request, view)) is None:
+            return True
+        self.key, self.now = key, self.timer()
+        self.history = [t for t in self.cache.get(key, []) if t > self.now - self.duration]
+        if len(self.history) + self.cost > self.num_requests:
+            return self.throttle_failure()
+        self.history[:0] = [self.now] * self.cost
+        self.cache.set(key, self.history, self.duration)
+        return True
 
 
 class UploadUserThrottle(_SharedRateThrottle):
@@ -52,14 +73,14 @@ class UploadIPThrottle(_SharedRateThrottle):
 UPLOAD_THROTTLES = (UploadUserThrottle, UploadIPThrottle)
 
 
-def upload_throttle_wait(request: HttpRequest) -> float | None:
+def upload_throttle_wait(request: HttpRequest, cost: int = 1) -> float | None:
     """For the HTML view: None when the upload may go ahead, else seconds to wait.
 
     Every throttle is asked (and so records the request), like DRF's own check_throttles.
     """
     waits = []
     for throttle_class in UPLOAD_THROTTLES:
-        throttle = throttle_class()
+        throttle = throttle_class(cost)
         if not throttle.allow_request(request, None):
             waits.append(throttle.wait() or 1.0)
     return max(waits) if waits else None

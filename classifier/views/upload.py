@@ -21,6 +21,7 @@ from classifier.errors import ApplicationError
 from classifier.forms import ACCEPTED_TYPES, DemoForm, SignUpForm, UploadForm, max_files_per_upload
 from classifier.models import Classification
 from classifier.throttling import upload_throttle_wait
+from classifier.uploads import classifications_create_many
 from worker.runtime.images import ACCEPTED_FORMATS_TEXT, MSG_NOT_IMAGE
 
 _STATUS_WORDS = {
@@ -125,10 +126,18 @@ def _render_upload(request: HttpRequest, context: dict, status: int = 200) -> Ht
     return render(request, "classifier/upload.html", {**context, "limits": _upload_limits()}, status=status)
 
 
+def _images_sent(request: HttpRequest) -> int:
+    """How many images the form carries: each spends one unit of the upload budgets."""
+    try:
+        return len(request.FILES.getlist("images"))
+    except TooManyFilesSent:
+        return 1  # refused below, with its own message
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST" and (wait := upload_throttle_wait(request)) is not None:
+    if request.method == "POST" and (wait := upload_throttle_wait(request, cost=_images_sent(request))) is not None:
         seconds = math.ceil(wait)
         context = {"form": UploadForm(), "throttled_seconds": seconds}
         response = _render_upload(request, context, status=429)
@@ -148,12 +157,14 @@ def upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm()
     rejected: list[tuple[str, str]] = []
     if request.method == "POST" and form.is_valid():
-        created: list[Classification] = []
-        for upload_file in form.cleaned_data["images"]:
-            try:
-                created.append(services.classification_create(owner=request.user, upload=upload_file))
-            except ApplicationError as exc:
-                rejected.append((upload_file.name or "(unnamed file)", exc.message))
+        files = form.cleaned_data["images"]
+        outcomes = classifications_create_many(owner=request.user, uploads=files, heatmaps=True)
+        created = [o for o in outcomes if isinstance(o, Classification)]
+        rejected = [
+            (f.name or "(unnamed file)", o.message)
+            for f, o in zip(files, outcomes, strict=True)
+            if isinstance(o, ApplicationError)
+        ]
         if created:
             for name, message in rejected:
                 messages.error(request, f"{name}: {message}")

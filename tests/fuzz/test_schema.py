@@ -71,6 +71,7 @@ OPERATIONS = [
     "auth_token_create",
     "classifications_list",
     "classifications_create",
+    "classifications_create_batch",
     "classifications_retrieve",
     "classifications_destroy",
     "classifications_export",
@@ -158,6 +159,9 @@ def _strategy(operation, *, username: str = "", job_ids: list[uuid.UUID] | None 
     ):
         png = make_image_bytes("png", size=(37, 29))
         strategies.append(operation.as_strategy(GenerationMode.POSITIVE, body={"image": png}))
+    if job_ids and operation.method.upper() == "POST" and operation.path.endswith("/classifications/batch/"):
+        png = make_image_bytes("png", size=(37, 29))
+        strategies.append(operation.as_strategy(GenerationMode.POSITIVE, body={"images": [png, png]}))
     if job_ids and operation.method.upper() == "POST" and operation.path.endswith("/feedback/"):
         # a valid answer on the done job (the third), so a success is checked against the schema too
         strategies.append(

@@ -137,3 +137,30 @@ def test_reading_is_not_throttled_by_the_upload_budget(alice):
         assert api.get(API_URL).status_code == 200
         assert web.get(reverse("classifier:upload")).status_code == 200
         assert web.get(reverse("classifier:history")).status_code == 200
+
+
+def api_batch(api: APIClient, n: int):
+    return api.post(f"{API_URL}batch/", {"images": [image() for _ in range(n)]}, format="multipart")
+
+
+def test_a_batch_spends_one_unit_per_image_on_both_budgets(alice):
+    with rates("5/min", "100/min"):
+        api = api_for(alice)
+        assert api_batch(api, 4).status_code == 202
+        assert api_batch(api, 2).status_code == 429  # 4 + 2 > 5: refused whole, nothing stored
+        assert api_upload(api).status_code == 202  # the fifth
+        assert api_upload(api).status_code == 429
+    assert Classification.objects.filter(owner=alice).count() == 5
+    cache.clear()
+    with rates("100/min", "3/min"):
+        assert api_batch(api_for(UserFactory(), ip="10.0.0.5"), 3).status_code == 202
+        assert api_upload(api_for(UserFactory(), ip="10.0.0.5")).status_code == 429
+
+
+def test_the_html_form_spends_one_unit_per_image_too(alice):
+    with rates("3/min", "100/min"):
+        web = web_for(alice)
+        assert web.post(reverse("classifier:upload"), {"images": [image(), image()]}).status_code == 302
+        assert web.post(reverse("classifier:upload"), {"images": [image(), image()]}).status_code == 429
+        assert api_upload(api_for(alice)).status_code == 202
+    assert Classification.objects.filter(owner=alice).count() == 3
