@@ -43,12 +43,22 @@ def percentiles(values: list[float], unit: str = "ms") -> str:
 
 def multipart(name: str, image: bytes) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of a multipart/form-data upload of ``image`` as the field ``image``."""
+    return multipart_files([(name, image)], field="image")
+
+
+def multipart_files(files: list[tuple[str, bytes]], field: str) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a multipart/form-data upload of each (name, bytes) under ``field``."""
     boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head + image + f"\r\n--{boundary}--\r\n".encode(), {
+    parts = [
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + image
+        + b"\r\n"
+        for name, image in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {
         "Content-Type": f"multipart/form-data; boundary={boundary}"
     }
 

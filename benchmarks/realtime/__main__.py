@@ -16,7 +16,7 @@ from pathlib import Path
 import benchmarks.realtime as package
 from benchmarks.client import DEFAULT_IMAGES, Api, load_images
 from benchmarks.realtime import profile as profiler
-from benchmarks.realtime.client import Phase, load_average, run_phase, wait_for_maps, warm_up
+from benchmarks.realtime.client import BATCH, Phase, load_average, run_phase, wait_for_maps, warm_up
 from benchmarks.realtime.report import DEFAULT_OUT, render, write_atomically
 from benchmarks.realtime.servers import start_naive, start_product
 from benchmarks.services import ROOT, Stack, log
@@ -81,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         "--with-heatmaps", action="store_true", help="also a product+maps phase per level (?explain=true)"
     )
     parser.add_argument(
+        "--upload-batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"also a {BATCH} phase per level: N images per request to the batch endpoint (POST"
+        " /api/v1/classifications/batch/?wait=), as many images in all as the other phases send",
+    )
+    parser.add_argument(
         "--product-env",
         type=setting,
         action="append",
@@ -106,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         args.worker_lone_threads = os.cpu_count() or 1
     if args.requests < 1 or args.rounds < 1 or any(c < 1 for c in args.concurrency):
         parser.error("--requests, --rounds and --concurrency must be positive")
+    if args.upload_batch < 0 or args.upload_batch == 1:
+        parser.error("--upload-batch takes 2 or more images per request (0: no batch phase)")
 
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").exists():
@@ -152,17 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         naive_url = start_naive(args, stack, bundle)
         log(f"product on {product_url}, naive on {naive_url}; logs in {workdir}")
         apis = {"product": Api(product_url, token, timeout=args.wait + 30), "naive": Api(naive_url, "-", timeout=60)}
-        apis["product+maps"] = apis["product"]
+        apis["product+maps"] = apis[BATCH] = apis["product"]
         servers = ("naive", "product", "product+maps") if args.with_heatmaps else ("naive", "product")
+        if args.upload_batch:
+            servers += (BATCH,)
+        per_request = {server: args.upload_batch if server == BATCH else 1 for server in servers}
         for clients in args.concurrency:
             rounds: dict[str, list[Phase]] = {server: [] for server in servers}
             for r in range(args.rounds):
-                n = args.requests // args.rounds + (1 if r < args.requests % args.rounds else 0)
+                images_now = args.requests // args.rounds + (1 if r < args.requests % args.rounds else 0)
                 order = servers if r % 2 == 0 else tuple(reversed(servers))  # no server always goes first
                 for server in order:
                     stack.check_alive()
+                    size = per_request[server]
+                    n = -(-images_now // size)  # requests of `size` images: about as many images as the others
                     if r == 0:
-                        warm_up(apis[server], server, images, args.warmup, args.wait, clients)
+                        warm_up(apis[server], server, images, -(-args.warmup // size), args.wait, clients, size)
                     if server == "product+maps":
                         wait_for_maps(apis[server], list(apis[server].all_jobs()))
                     log(f"{server}: {n} requests from {clients} client(s), round {r + 1}/{args.rounds}")
@@ -173,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         images,
                         n,
                         args.wait,
-                        offset=sum(len(p.latencies) + sum(p.errors.values()) for p in rounds[server]),
+                        offset=sum(len(p.latencies) + sum(p.errors.values()) for p in rounds[server]) * size,
                         groups={name: proc.pid for name, proc in stack.procs},  # each started its own session
+                        per_request=size,
                     )
                     if server == "product+maps":
                         phase.maps_s = wait_for_maps(apis[server], phase.job_ids)

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from benchmarks.client import Api, multipart, nearest_rank
+from benchmarks.client import Api, multipart, multipart_files, nearest_rank
 from benchmarks.realtime import cpu
 
 
@@ -30,14 +30,22 @@ class Phase:
     maps_s: float | None = None  # product+maps: how long after the phase the last map was drawn
     rounds: list[Phase] = field(default_factory=list)  # the rounds it pools (benchmarks.realtime --rounds)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by component (benchmarks.realtime.cpu)
+    per_request: int = 1  # images per request (the product's batch upload: --upload-batch)
 
     @property
     def ok(self) -> int:
+        """Requests answered in full."""
         return len(self.latencies)
 
     @property
+    def images(self) -> int:
+        """Images answered in full."""
+        return self.ok * self.per_request
+
+    @property
     def throughput(self) -> float:
-        return self.ok / self.wall if self.wall else 0.0
+        """Images answered per second."""
+        return self.images / self.wall if self.wall else 0.0
 
     def p(self, q: float) -> float:
         return nearest_rank(self.latencies, q) * 1000 if self.latencies else float("nan")
@@ -46,7 +54,13 @@ class Phase:
     def merged(cls, rounds: list[Phase]) -> Phase:
         """One phase from the rounds of a server at a level (their requests pooled; walls summed)."""
         first = rounds[0]
-        phase = cls(first.server, first.clients, load_start=first.load_start, load_end=rounds[-1].load_end)
+        phase = cls(
+            first.server,
+            first.clients,
+            load_start=first.load_start,
+            load_end=rounds[-1].load_end,
+            per_request=first.per_request,
+        )
         for r in rounds:
             phase.latencies += r.latencies
             phase.errors += r.errors
@@ -60,25 +74,42 @@ class Phase:
         return phase
 
 
-def one_request(api: Api, server: str, name: str, image: bytes, wait: float) -> tuple[bool, str, str | None]:
-    """(ok, error, job id) of one classification, end to end."""
-    body, headers = multipart(name, image)
+BATCH = "product-batch"  # the product's batch upload (POST .../batch/?wait=), several images per request
+
+
+def one_request(api: Api, server: str, files: list[tuple[str, bytes]], wait: float) -> tuple[bool, str, list[str]]:
+    """(ok, error, job ids) of one request, end to end: one image, or several for ``BATCH``."""
     path = "/api/v1/classifications/"
-    if server == "product":
-        path += f"?wait={wait:g}"
-    elif server == "product+maps":
-        path += f"?wait={wait:g}&explain=true"
+    if server == BATCH:
+        body, headers = multipart_files(files, field="images")
+        path += f"batch/?wait={wait:g}"
+    else:
+        body, headers = multipart(*files[0])
+        if server == "product":
+            path += f"?wait={wait:g}"
+        elif server == "product+maps":
+            path += f"?wait={wait:g}&explain=true"
     try:
         status, data = api.request("POST", path, body, headers)
     except Exception as exc:
-        return False, f"transport {type(exc).__name__}", None
+        return False, f"transport {type(exc).__name__}", []
+    if server == BATCH:
+        results = data.get("results") if isinstance(data, dict) else None
+        jobs = [r.get("classification") or {} for r in results or []]
+        job_ids = [j["id"] for j in jobs if j.get("id")]
+        if status != 202 or len(jobs) != len(files):
+            return False, f"HTTP {status}", job_ids
+        if any(j.get("status") != "done" or not j.get("predictions") for j in jobs):
+            return False, "not all done", job_ids
+        return True, "", job_ids
     job_id = data.get("id") if isinstance(data, dict) else None
+    job_ids = [job_id] if job_id else []
     expected = 202 if server.startswith("product") else 200
     if status != expected:
-        return False, f"HTTP {status}", job_id
+        return False, f"HTTP {status}", job_ids
     if not isinstance(data, dict) or data.get("status") != "done" or not data.get("predictions"):
-        return False, f"not done: {data.get('status') if isinstance(data, dict) else data!r}", job_id
-    return True, "", job_id
+        return False, f"not done: {data.get('status') if isinstance(data, dict) else data!r}", job_ids
+    return True, "", job_ids
 
 
 def run_phase(
@@ -90,10 +121,11 @@ def run_phase(
     wait: float,
     offset: int,
     groups: dict[str, int] | None = None,
+    per_request: int = 1,
 ) -> Phase:
-    """``n`` requests from ``clients`` threads; ``groups`` (name -> process group): also the CPU
-    each component used meanwhile (benchmarks.realtime.cpu)."""
-    phase = Phase(server, clients, load_start=load_average())
+    """``n`` requests of ``per_request`` images each from ``clients`` threads; ``groups`` (name ->
+    process group): also the CPU each component used meanwhile (benchmarks.realtime.cpu)."""
+    phase = Phase(server, clients, load_start=load_average(), per_request=per_request)
     lock = threading.Lock()
     counter = iter(range(n))
 
@@ -103,13 +135,13 @@ def run_phase(
                 i = next(counter, None)
             if i is None:
                 return
-            name, image = images[(offset + i) % len(images)]
+            first = offset + i * per_request
+            files = [images[(first + k) % len(images)] for k in range(per_request)]
             t0 = time.perf_counter()
-            ok, error, job_id = one_request(api, server, name, image, wait)
+            ok, error, job_ids = one_request(api, server, files, wait)
             elapsed = time.perf_counter() - t0
             with lock:
-                if job_id:
-                    phase.job_ids.append(job_id)
+                phase.job_ids += job_ids
                 if ok:
                     phase.latencies.append(elapsed)
                 else:
@@ -128,9 +160,11 @@ def run_phase(
     return phase
 
 
-def warm_up(api: Api, server: str, images: list[tuple[str, bytes]], n: int, wait: float, clients: int) -> None:
+def warm_up(
+    api: Api, server: str, images: list[tuple[str, bytes]], n: int, wait: float, clients: int, per_request: int = 1
+) -> None:
     if n > 0:
-        run_phase(api, server, clients, images, n, wait, offset=len(images) // 2)
+        run_phase(api, server, clients, images, n, wait, offset=len(images) // 2, per_request=per_request)
 
 
 def wait_for_maps(api: Api, ids: list[str], timeout: float = 600.0) -> float:

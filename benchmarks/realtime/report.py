@@ -8,7 +8,7 @@ from pathlib import Path
 from statistics import median
 
 from benchmarks.client import parse_time
-from benchmarks.realtime.client import Phase
+from benchmarks.realtime.client import BATCH, Phase
 from benchmarks.services import ROOT
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "realtime.md"
@@ -41,7 +41,7 @@ CPU_ORDER = ("product-web", "worker", "naive-web", "postgres", "redis", "client"
 def cpu_table(phases: list[Phase], cpus: int) -> list[str]:
     """CPU milliseconds per answered image by component (benchmarks.realtime.cpu), the total, the
     share of the cores left idle, and the throughput those milliseconds allow on ``cpus`` cores."""
-    measured = [ph for ph in phases if ph.cpu and ph.ok]
+    measured = [ph for ph in phases if ph.cpu and ph.images]
     if not measured:
         return ["(not measured: no /proc on this machine)"]
     present = [c for c in CPU_ORDER if any(ph.cpu.get(c, 0.0) > 0 for ph in measured)]
@@ -50,7 +50,7 @@ def cpu_table(phases: list[Phase], cpus: int) -> list[str]:
         "|---:|---|" + "---:|" * (len(present) + 3),
     ]
     for ph in measured:
-        per_image = {c: ph.cpu.get(c, 0.0) * 1000 / ph.ok for c in present}
+        per_image = {c: ph.cpu.get(c, 0.0) * 1000 / ph.images for c in present}
         total = sum(per_image.values())
         idle = ph.cpu.get("idle", 0.0) / (ph.wall * cpus) if ph.wall else float("nan")
         cells = " | ".join(f"{per_image[c]:.1f}" for c in present)
@@ -66,7 +66,7 @@ def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | N
         lines += ["**Incomplete run** (interrupted or still running): the phases below are what it measured.", ""]
     lines += [f"- {m}" for m in meta] + [""]
     lines += [
-        "| clients | server | ok | errors | p50 ms | p95 ms | p99 ms | throughput /s | load avg (start → end) |",
+        "| clients | server | ok | errors | p50 ms | p95 ms | p99 ms | images/s | load avg (start → end) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for ph in phases:
@@ -76,9 +76,16 @@ def render(args, meta: list[str], phases: list[Phase], jobs: dict[str, dict] | N
             f"| {ph.clients} | {ph.server} | {ph.ok} | {errors}{detail} | {ph.p(50):.1f} | {ph.p(95):.1f} | "
             f"{ph.p(99):.1f} | {ph.throughput:.1f} | {ph.load_start} → {ph.load_end} |"
         )
+    batched = [ph for ph in phases if ph.per_request > 1]
+    if batched:
+        lines += [
+            "",
+            f"{BATCH}: {batched[0].per_request} images per request (`POST /api/v1/classifications/batch/?wait=`);"
+            " ok, errors and latencies count requests, images/s counts images.",
+        ]
     lines += ["", "## Ratios (product / naive)", ""]
     by = {(p.server, p.clients): p for p in phases}
-    for clients, server in ((c, s) for c in args.concurrency for s in ("product", "product+maps")):
+    for clients, server in ((c, s) for c in args.concurrency for s in ("product", "product+maps", BATCH)):
         prod, naive = by.get((server, clients)), by.get(("naive", clients))
         if not (prod and naive and prod.ok and naive.ok):
             continue
