@@ -9,7 +9,9 @@ carry it. With no readable manifest: 503 with code ``model_unavailable``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -82,6 +84,13 @@ class UnusualSerializer(serializers.Serializer):
     auroc = _share()
 
 
+class FigureSerializer(serializers.Serializer):
+    file = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    url = serializers.CharField(help_text="the PNG, versioned with the bundle")
+
+
 class ModelCardSerializer(serializers.Serializer):
     version = serializers.CharField()
     exported_at = serializers.DateTimeField(allow_null=True)
@@ -91,6 +100,7 @@ class ModelCardSerializer(serializers.Serializer):
     held_out = HeldOutSerializer()
     uncertain = UncertainSerializer(allow_null=True)
     unusual = UnusualSerializer(allow_null=True, help_text="the unusual-image (out-of-distribution) flag")
+    figures = FigureSerializer(many=True, help_text="the export's pictures: confusion matrix, mistakes, reliability")
     page = serializers.CharField(help_text="the same description for people")
 
 
@@ -101,7 +111,7 @@ def _pick(values: dict[str, Any] | None, serializer: type[serializers.Serializer
     return {name: values.get(name) for name in serializer().fields}
 
 
-def card_data(card: ModelCard, *, page: str) -> dict[str, Any]:
+def card_data(card: ModelCard, *, page: str, figure_url: Callable[[str], str]) -> dict[str, Any]:
     return {
         "version": card.version,
         "exported_at": card.created_at,
@@ -126,6 +136,9 @@ def card_data(card: ModelCard, *, page: str) -> dict[str, Any]:
         },
         "uncertain": _pick(card.uncertain, UncertainSerializer),
         "unusual": _pick(card.ood, UnusualSerializer),
+        "figures": [
+            {"file": f.file, "title": f.title, "description": f.alt, "url": figure_url(f.file)} for f in card.figures
+        ],
         "page": page,
     }
 
@@ -149,4 +162,9 @@ class ModelCardApi(APIView):
         if card is None:
             raise ApplicationError(UNAVAILABLE, code="model_unavailable", status_code=503)
         page = request.build_absolute_uri(reverse("classifier:model"))
-        return Response(ModelCardSerializer(card_data(card, page=page)).data)
+        version = urlencode({"v": card.version})
+
+        def figure_url(file: str) -> str:
+            return request.build_absolute_uri(f"{reverse('classifier:model-figure', args=[file])}?{version}")
+
+        return Response(ModelCardSerializer(card_data(card, page=page, figure_url=figure_url)).data)

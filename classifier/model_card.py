@@ -1,5 +1,7 @@
 """The "About the model" page's data: what the shipped model knows, how often it is right, and when
-not to trust it, read from the model bundle the service runs (``settings.MODEL_BUNDLE``).
+not to trust it, read from the model bundle the service runs (``settings.MODEL_BUNDLE``), with the
+pictures its export drew (confusion matrix, confident mistakes, reliability diagram, unusual-image
+scores) where the bundle has them.
 
 Torch-free: the web process reads the bundle's ``manifest.json`` and, when present, the export's
 ``report/report.json`` (per-class precision/recall/F1, the most confused pairs). Nothing here is
@@ -23,6 +25,51 @@ from worker.runtime.manifest import MANIFEST_NAME, BundleError, read_manifest
 
 REPORT_FILE = Path("report") / "report.json"
 CONFUSED_PAIRS = 5  # most confused (true -> predicted) pairs shown
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A picture ``ml export`` draws into the bundle's ``report/``, shown on the page when present."""
+
+    file: str
+    section: str  # "accuracy" | "trust": the page section it illustrates
+    title: str
+    alt: str  # what the picture shows, in words (its caption on the page)
+
+
+# Only these files are ever served (classifier.views.model.model_figure): a fixed list, no paths.
+FIGURES = (
+    Figure(
+        "confusion_matrix.png",
+        "accuracy",
+        "Every answer on the held-out images",
+        "Confusion matrix: one row per true class, one column per answered class; the diagonal holds the "
+        "right answers, and the brightest cells off it are the mix-ups listed above.",
+    ),
+    Figure(
+        "misclassified.png",
+        "accuracy",
+        "Confident mistakes",
+        "A grid of held-out images the model got wrong with high confidence, each labelled with its true "
+        "class, the class the model answered, and its confidence.",
+    ),
+    Figure(
+        "reliability_calibrated.png",
+        "trust",
+        "Confidence against accuracy",
+        "Reliability diagram: for answers grouped by confidence, the share that were right; bars close to "
+        "the diagonal mean the stated confidence can be taken at its word. Below it, how many answers fall "
+        "in each group: most are above 90%.",
+    ),
+    Figure(
+        "ood_scores.png",
+        "trust",
+        "How unusual pictures score",
+        "Histogram of the unusual-image score for ordinary held-out photos and for generated non-photos "
+        "(noise, flat colours, text, stripes), with the threshold above which a picture is flagged.",
+    ),
+)
+FIGURE_FILES = {f.file: f for f in FIGURES}
 
 
 @dataclass(frozen=True)
@@ -55,6 +102,18 @@ class ModelCard:
     ood: dict[str, Any] | None  # threshold, validation_flagged, generated_flagged, auroc
     per_class: list[ClassRow] = field(default_factory=list)  # weakest first
     confused: list[dict[str, Any]] = field(default_factory=list)  # {"true", "predicted", "count", "rate"}
+    figures: list[Figure] = field(default_factory=list)  # those of FIGURES the bundle's report holds
+
+    def figures_for(self, section: str) -> list[Figure]:
+        return [f for f in self.figures if f.section == section]
+
+    @property
+    def accuracy_figures(self) -> list[Figure]:
+        return self.figures_for("accuracy")
+
+    @property
+    def trust_figures(self) -> list[Figure]:
+        return self.figures_for("trust")
 
     @property
     def weakest(self) -> list[ClassRow]:
@@ -134,7 +193,12 @@ def _card(manifest_path: str, mtime_ns: int) -> ModelCard:
         ood=manifest.ood if isinstance(manifest.ood, dict) else None,
         per_class=_per_class(report),
         confused=_confused(report),
+        figures=[f for f in FIGURES if figure_path(bundle, f.file).is_file()],
     )
+
+
+def figure_path(bundle: Path, file: str) -> Path:
+    return bundle / REPORT_FILE.parent / file
 
 
 def model_card(bundle_dir: str | Path | None = None) -> ModelCard | None:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("demo/", views.demo, name="demo"),
     path("model/", views.about_model, name="model"),
+    path("model/figures/<str:name>", views.model_figure, name="model-figure"),
     path("upload/", views.upload, name="upload"),
     path("live/", live_views.camera, name="live"),
     path("classifications/", views.history, name="history"),

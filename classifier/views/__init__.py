@@ -10,12 +10,13 @@ Views stay thin: reads go through `classifier.selectors`, writes through `classi
 
 from classifier.views.files import favicon, image, thumbnail
 from classifier.views.jobs import bulk_delete, delete, history, result
-from classifier.views.model import about_model
+from classifier.views.model import about_model, model_figure
 from classifier.views.upload import _upload_summary, demo, home, signup, upload
 
 __all__ = [
     "_upload_summary",
     "about_model",
+    "model_figure",
     "bulk_delete",
     "delete",
     "demo",

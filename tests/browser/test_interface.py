@@ -323,11 +323,15 @@ def test_about_the_model_page(browser, live_server, settings, tmp_path):
     import json
     import shutil
 
+    from classifier.model_card import FIGURES
+
     shipped = ROOT / "bundles" / "default"
     bundle = tmp_path / "bundle"
     (bundle / "report").mkdir(parents=True)
     shutil.copy(shipped / "manifest.json", bundle / "manifest.json")
     shutil.copy(shipped / "report" / "report.json", bundle / "report" / "report.json")
+    for figure in FIGURES:
+        shutil.copy(shipped / "report" / figure.file, bundle / "report" / figure.file)
     settings.MODEL_BUNDLE = str(bundle)
     browser.set_window_size(*SIZES["desktop"])
     browser.get(live_server.url + "/")
@@ -339,4 +343,12 @@ def test_about_the_model_page(browser, live_server, settings, tmp_path):
     weakest = min(per_class, key=lambda row: row["f1"])["class"]
     assert len(rows) == len(CIFAR10_CLASSES) and rows[0].text.startswith(weakest)  # weakest first
     assert "Not sure" in browser.find_element(By.ID, "model-uncertain").text
+    pictures = browser.find_elements(By.CSS_SELECTOR, ".model-figure img")
+    assert len(pictures) == len(FIGURES)
+    for picture in pictures:  # each one loads (lazily: scrolled into view) and fits the card
+        browser.execute_script("arguments[0].scrollIntoView()", picture)
+        wait(browser).until(
+            lambda b, p=picture: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", p)
+        )
+        assert picture.size["width"] <= browser.find_element(By.CSS_SELECTOR, ".model-page .card").size["width"]
     check_page(browser, "model")

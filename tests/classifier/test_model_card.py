@@ -163,6 +163,7 @@ def test_the_api_follows_a_re_export_and_says_null_for_what_a_bundle_lacks(clien
     assert body["uncertain"] is None and body["unusual"] is None and body["ensemble"]["temperature"] is None
     assert body["held_out"]["accuracy"] is None and body["held_out"]["per_class"] == []
     assert body["held_out"]["most_confused"] == []
+    assert body["figures"] == []
 
 
 def test_the_api_answers_503_in_the_error_shape_when_the_bundle_is_unreadable(client, bundle: Path) -> None:
@@ -172,3 +173,57 @@ def test_the_api_answers_503_in_the_error_shape_when_the_bundle_is_unreadable(cl
     error = response.json()["error"]
     assert error["code"] == "model_unavailable"
     assert error["message"].startswith("The model's description is unavailable")
+
+
+# The export's pictures on the page and in the API
+
+
+@pytest.fixture
+def bundle_with_figures(bundle: Path) -> Path:
+    for name in ("confusion_matrix.png", "misclassified.png", "reliability_calibrated.png", "ood_scores.png"):
+        shutil.copy(SHIPPED / "report" / name, bundle / "report" / name)
+    return bundle
+
+
+def _served(client, url: str) -> bytes:
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png", url
+    return b"".join(response.streaming_content)
+
+
+def test_the_page_shows_the_exports_pictures_where_they_belong(client, bundle_with_figures: Path) -> None:
+    from classifier.model_card import FIGURES
+
+    html = client.get(reverse("classifier:model")).content.decode()
+    trust = html.index('id="trust-heading"')
+    for figure in FIGURES:
+        url = reverse("classifier:model-figure", args=[figure.file])
+        at = html.index(f'src="{url}?v=')
+        assert (at > trust) == (figure.section == "trust"), figure.file  # under its own heading
+        assert f'alt="{figure.title} (picture, opens full size)"' in html and figure.alt in html
+        src = re.search(rf'src="({re.escape(url)}\?v=[^"]+)"', html).group(1)
+        assert _served(client, src.replace("&amp;", "&")) == (bundle_with_figures / "report" / figure.file).read_bytes()
+
+
+def test_without_pictures_the_page_shows_none(client, bundle: Path) -> None:
+    html = client.get(reverse("classifier:model")).content.decode()
+    assert "<figure" not in html
+
+
+@pytest.mark.parametrize("name", ["report.json", "manifest.json", "..%2Fmanifest.json", "confusion_matrix.png"])
+def test_only_the_listed_pictures_that_exist_are_served(client, bundle: Path, name: str) -> None:
+    # confusion_matrix.png is listed but this bundle has none; the others are not pictures of the model
+    response = client.get(f"/model/figures/{name}")
+    assert response.status_code == 404
+
+
+def test_the_api_lists_the_pictures_with_urls_that_serve_them(client, bundle_with_figures: Path) -> None:
+    from classifier.model_card import FIGURES
+
+    body = client.get(reverse("api:model")).json()
+    assert [f["file"] for f in body["figures"]] == [f.file for f in FIGURES]
+    for entry in body["figures"]:
+        assert entry["url"].startswith(
+            f"http://testserver{reverse('classifier:model-figure', args=[entry['file']])}?v="
+        )
+        assert _served(client, entry["url"]) == (bundle_with_figures / "report" / entry["file"]).read_bytes()
