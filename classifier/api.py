@@ -43,6 +43,14 @@ ERROR_RESPONSE = inline_serializer(
     },
 )
 
+# The other errors of an upload (one image or several): documented once for both endpoints.
+UPLOAD_ERRORS = {
+    401: ERROR_RESPONSE,
+    413: ERROR_RESPONSE,
+    415: OpenApiResponse(ERROR_RESPONSE, description="The body is not multipart/form-data"),
+    429: ERROR_RESPONSE,
+}
+
 
 class WaitInputSerializer(serializers.Serializer):
     """Query parameters that, when present, need a value: ``?wait=`` is an error, not "no wait"."""
@@ -176,10 +184,7 @@ class ClassificationCollectionApi(APIView):
                 description="Not an image we accept, or more than one file in the request "
                 "(code `one_image_per_request`); the message says why",
             ),
-            401: ERROR_RESPONSE,
-            413: ERROR_RESPONSE,
-            415: OpenApiResponse(ERROR_RESPONSE, description="The body is not multipart/form-data"),
-            429: ERROR_RESPONSE,
+            **UPLOAD_ERRORS,
         },
     )
     def post(self, request: Request) -> Response:

@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from classifier import db_threads, push, selectors, waiter
-from classifier.api import ERROR_RESPONSE, ClassificationOutputSerializer, CreateQuerySerializer
+from classifier.api import ERROR_RESPONSE, UPLOAD_ERRORS, ClassificationOutputSerializer, CreateQuerySerializer
 from classifier.errors import ApplicationError, error_body
 from classifier.forms import max_files_per_upload
 from classifier.models import Classification
@@ -136,10 +136,7 @@ class ClassificationBatchApi(APIView):
                 ERROR_RESPONSE,
                 description="No image accepted, no image sent, too many files, or files under another field",
             ),
-            401: ERROR_RESPONSE,
-            413: ERROR_RESPONSE,
-            415: OpenApiResponse(ERROR_RESPONSE, description="The body is not multipart/form-data"),
-            429: ERROR_RESPONSE,
+            **UPLOAD_ERRORS,
         },
     )
     def post(self, request: Request) -> Response:

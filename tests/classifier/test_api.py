@@ -36,16 +36,9 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 
 @pytest.fixture
-def user():
-    return UserFactory()
-
-
-@pytest.fixture
-def client(user) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
+def client(api) -> APIClient:
+    """Here ``client`` is the token-authenticated API client (tests/classifier/conftest.py)."""
+    return api
 
 
 def image_upload(data: bytes | None = None, name: str = "cat.png") -> SimpleUploadedFile:

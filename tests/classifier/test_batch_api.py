@@ -8,12 +8,10 @@ from unittest import mock
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from classifier import services
 from classifier.models import Classification
-from tests.classifier.factories import UserFactory
 from tests.classifier.test_api import assert_error
 from tests.classifier.test_push import finish_later
 from tests.conftest import bad_uploads, files_under, make_image_bytes
@@ -23,30 +21,17 @@ pytestmark = pytest.mark.django_db
 BATCH_URL = "/api/v1/classifications/batch/"
 
 
-@pytest.fixture
-def user():
-    return UserFactory()
-
-
-@pytest.fixture
-def client(user) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
 def image(name: str, data: bytes | None = None) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, make_image_bytes(name.rsplit(".", 1)[-1]) if data is None else data)
 
 
 def test_each_image_gets_its_job_and_a_bad_file_only_its_own_error(
-    client, user, media_root, django_capture_on_commit_callbacks
+    api, user, media_root, django_capture_on_commit_callbacks
 ):
     files = [image("a.png"), image("b.jpg"), image("broken.jpg", bad_uploads()["truncated"]), image("c.webp")]
     with mock.patch("worker.tasks.classify.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            response = client.post(BATCH_URL, {"images": files}, format="multipart")
+            response = api.post(BATCH_URL, {"images": files}, format="multipart")
     assert response.status_code == 202, response.content
     body = response.json()
     assert (body["accepted"], body["refused"]) == (3, 1)
@@ -67,21 +52,21 @@ def test_each_image_gets_its_job_and_a_bad_file_only_its_own_error(
 
 
 @pytest.mark.django_db(transaction=True)  # real commits: the eager tasks run on commit, inside the request
-def test_in_process_the_answer_holds_the_finished_jobs(client, tiny_bundle, media_root):
-    response = client.post(BATCH_URL, {"images": [image("a.png"), image("b.jpg")]}, format="multipart")
+def test_in_process_the_answer_holds_the_finished_jobs(api, tiny_bundle, media_root):
+    response = api.post(BATCH_URL, {"images": [image("a.png"), image("b.jpg")]}, format="multipart")
     assert response.status_code == 202
     jobs = [r["classification"] for r in response.json()["results"]]
     assert [j["status"] for j in jobs] == ["done", "done"]
     assert all(len(j["predictions"]) == 5 and j["model_version"] == "tiny-test-0" for j in jobs)
-    assert jobs[0] == client.get(jobs[0]["url"]).json()
+    assert jobs[0] == api.get(jobs[0]["url"]).json()
 
 
 def test_when_no_image_is_accepted_it_is_400_with_each_reason_and_nothing_stored(
-    client, media_root, django_capture_on_commit_callbacks
+    api, media_root, django_capture_on_commit_callbacks
 ):
     files = [image("empty.png", b""), image("notes.png", b"not an image at all")]
     with django_capture_on_commit_callbacks() as callbacks:
-        response = client.post(BATCH_URL, {"images": files}, format="multipart")
+        response = api.post(BATCH_URL, {"images": files}, format="multipart")
     err = assert_error(response, 400, "no_image_accepted")
     assert err["message"].startswith("None of the 2 images was accepted.")
     results = err["details"]["results"]
@@ -100,10 +85,10 @@ def test_when_no_image_is_accepted_it_is_400_with_each_reason_and_nothing_stored
     ids=["no-file", "a-file-under-another-field", "25-images"],
 )
 def test_a_malformed_batch_is_400_with_a_message_and_nothing_stored(
-    data, code, client, media_root, django_capture_on_commit_callbacks
+    data, code, api, media_root, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks() as callbacks:
-        response = client.post(BATCH_URL, data, format="multipart")
+        response = api.post(BATCH_URL, data, format="multipart")
     err = assert_error(response, 400, code)
     assert err["message"]
     if code == "too_many_files":
@@ -113,7 +98,7 @@ def test_a_malformed_batch_is_400_with_a_message_and_nothing_stored(
     assert Classification.objects.count() == 0 and files_under(media_root) == [] and callbacks == []
 
 
-def test_a_storage_failure_stores_nothing_of_the_batch(client, media_root, monkeypatch):
+def test_a_storage_failure_stores_nothing_of_the_batch(api, media_root, monkeypatch):
     real = services.classification_create
     calls = []
 
@@ -124,8 +109,8 @@ def test_a_storage_failure_stores_nothing_of_the_batch(client, media_root, monke
         return real(**kwargs)
 
     monkeypatch.setattr(services, "classification_create", create)
-    client.raise_request_exception = False
-    response = client.post(BATCH_URL, {"images": [image(f"{i}.png") for i in range(4)]}, format="multipart")
+    api.raise_request_exception = False
+    response = api.post(BATCH_URL, {"images": [image(f"{i}.png") for i in range(4)]}, format="multipart")
     assert_error(response, 500)
     assert Classification.objects.count() == 0
     assert files_under(media_root) == []  # the first two images' files went with their rows
@@ -135,14 +120,14 @@ def test_anonymous_is_401():
     assert_error(APIClient().post(BATCH_URL, {"images": [image("a.png")]}, format="multipart"), 401)
 
 
-def test_the_single_upload_refusal_points_to_the_batch_endpoint(client, media_root):
-    response = client.post("/api/v1/classifications/", {"image": [image("a.png"), image("b.png")]}, format="multipart")
+def test_the_single_upload_refusal_points_to_the_batch_endpoint(api, media_root):
+    response = api.post("/api/v1/classifications/", {"image": [image("a.png"), image("b.png")]}, format="multipart")
     err = assert_error(response, 400, "one_image_per_request")
     assert BATCH_URL in err["message"]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_wait_answers_once_every_job_has_finished(client, user, media_root, settings, monkeypatch):
+def test_wait_answers_once_every_job_has_finished(api, user, media_root, settings, monkeypatch):
     settings.PUSH_REDIS_URL = ""  # in-process push: the test's threads play the worker
     settings.API_WAIT_POLL_SECONDS = 60.0  # only a push may end the wait in time
     settings.CELERY_TASK_ALWAYS_EAGER = False
@@ -152,7 +137,7 @@ def test_wait_answers_once_every_job_has_finished(client, user, media_root, sett
         services, "enqueue_classification", lambda job_id: threads.append(finish_later(job_id, next(delays))) or True
     )
     files = [image("a.png"), image("b.png"), image("c.png")]
-    response = client.post(f"{BATCH_URL}?wait=30", {"images": files}, format="multipart")
+    response = api.post(f"{BATCH_URL}?wait=30", {"images": files}, format="multipart")
     for thread in threads:
         thread.join()
     assert response.status_code == 202

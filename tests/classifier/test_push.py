@@ -14,12 +14,10 @@ import uuid
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from classifier import push, services
 from classifier.models import Classification
-from tests.classifier.factories import ClassificationFactory, UserFactory
+from tests.classifier.factories import ClassificationFactory
 from tests.e2e.procs import redis_ping
 
 pytestmark = [
@@ -42,19 +40,6 @@ def transport(request, settings) -> str:
         settings.PUSH_REDIS_URL = ""
     settings.API_WAIT_POLL_SECONDS = POLL
     return request.param
-
-
-@pytest.fixture
-def user():
-    return UserFactory()
-
-
-@pytest.fixture
-def api(user) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def finish_later(job_id, delay: float = 0.5, fail: bool = False) -> threading.Thread:
