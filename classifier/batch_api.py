@@ -39,18 +39,22 @@ from classifier.uploads import classifications_create_many
 FIELD = "images"
 
 
+def too_many_files() -> ApplicationError:
+    limit = max_files_per_upload()
+    return ApplicationError(
+        f"Too many files: send at most {limit} images per request, in the field '{FIELD}'.",
+        {"max_files": limit},
+        code="too_many_files",
+    )
+
+
 def _files(request: Request) -> list:
     """The request's image files; refuses files under any other field (they would be dropped
     without a word) and more files than the server reads."""
-    limit = max_files_per_upload()
     try:
         files = request.FILES
     except TooManyFilesSent as exc:
-        raise ApplicationError(
-            f"Too many files: send at most {limit} images per request, in the field '{FIELD}'.",
-            {"max_files": limit},
-            code="too_many_files",
-        ) from exc
+        raise too_many_files() from exc
     others = sorted(name for name in files if name != FIELD)
     if others:
         raise ApplicationError(
@@ -105,6 +109,8 @@ class ClassificationBatchApi(APIView):
     """POST several images (repeated multipart field ``images``); one job each."""
 
     parser_classes = [MultiPartParser, FormParser]
+    # When the body is read before the view runs (a session's CSRF check), classifier.errors asks this.
+    too_many_files = staticmethod(too_many_files)
 
     class BatchInputSerializer(serializers.Serializer):
         images = serializers.ListField(

@@ -89,6 +89,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, TooManyFilesSent):  # past DATA_UPLOAD_MAX_NUMBER_FILES Django stops reading
+        refusal = getattr(context.get("view"), "too_many_files", None)  # a view that takes several files says how many
+        if refusal is not None:
+            error = refusal()
+            return Response(error_body(error.code, error.message, error.extra), status=error.status_code)
         return Response(
             error_body(
                 ONE_IMAGE_PER_REQUEST,

@@ -144,3 +144,19 @@ def test_wait_answers_once_every_job_has_finished(api, user, media_root, setting
     jobs = [r["classification"] for r in response.json()["results"]]
     assert [j["status"] for j in jobs] == ["done"] * 3
     assert all(j["predictions"][0] == {"label": "cat", "probability": 0.9} for j in jobs)
+
+
+def test_too_many_files_read_by_a_sessions_csrf_check_get_the_batch_message(user, media_root):
+    # A browser session's CSRF check reads the body before the view: the refusal still names the batch's limit.
+    from django.middleware.csrf import get_token
+    from django.test import RequestFactory
+
+    session = APIClient(enforce_csrf_checks=True)
+    session.force_login(user)
+    request = RequestFactory().get("/")
+    get_token(request)  # a CSRF cookie but no header token: the check reads the form's csrfmiddlewaretoken
+    session.cookies["csrftoken"] = request.META["CSRF_COOKIE"]
+    response = session.post(BATCH_URL, {"images": [image(f"{i}.png") for i in range(25)]}, format="multipart")
+    err = assert_error(response, 400, "too_many_files")
+    assert "at most 20 images" in err["message"]
+    assert Classification.objects.count() == 0
