@@ -189,7 +189,7 @@ def batch_waiting_view(view: Callable) -> Callable:
     async def wrapper(request, *args: Any, **kwargs: Any):
         mark = push.mark()  # before the view writes the jobs: see classifier.push
         response = await db_threads.call(request, view, request, *args, **kwargs)
-        wait = waiter._wait_seconds(request)
+        wait = waiter.wait_seconds(request)
         if not wait or response.status_code != status.HTTP_202_ACCEPTED:
             return response
         pending = [

@@ -67,7 +67,8 @@ async def wait_until_finished(
         return status
 
 
-def _wait_seconds(request) -> float:
+def wait_seconds(request) -> float:
+    """The request's ``?wait=`` in seconds, capped by API_MAX_WAIT_SECONDS; 0 when absent or not a number."""
     try:
         wait = float(request.GET.get("wait") or 0)
     except ValueError:
@@ -93,7 +94,7 @@ def waiting_view(view: Callable) -> Callable:
     async def wrapper(request, *args: Any, **kwargs: Any):
         mark = push.mark()  # before the view reads or writes the job: see classifier.push
         response = await db_threads.call(request, view, request, *args, **kwargs)
-        wait = _wait_seconds(request)
+        wait = wait_seconds(request)
         data = getattr(response, "data", None)
         if (
             not wait
