@@ -60,6 +60,7 @@ def test_the_page_tells_a_visitor_what_the_model_knows_and_when_not_to_trust_it(
     assert rows == [row.name for row in card.per_class]
     assert f"{card.uncertain['accuracy_below'] * 100:.0f}%" in html and "Not sure" in html
     assert f"{card.ood['generated_flagged'] * 100:.0f}%" in html
+    assert f'href="{reverse("api:model")}"' in html  # and for programs, the JSON twin
     # reachable from every page's footer and from the visitors' home page
     assert reverse("classifier:model") in client.get(reverse("classifier:home")).content.decode()
 
