@@ -86,6 +86,23 @@ def screenshot(browser) -> object:
     return take
 
 
+def admin_login(browser, base_url: str, username: str, password: str, seconds: float = 15) -> None:
+    """Sign in through the admin's login form and wait for the signed-in header.
+
+    The login page has the admin's ``#site-name`` header too, so waiting for it can return before
+    the form's POST has answered; ``#user-tools`` is only drawn for a signed-in staff user.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(base_url + "/admin/login/")
+    browser.find_element(By.ID, "id_username").send_keys(username)
+    browser.find_element(By.ID, "id_password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, seconds, poll_frequency=0.1).until(EC.presence_of_element_located((By.ID, "user-tools")))
+
+
 def console_errors(browser) -> list[str]:
     """Console errors since the last call (CSP violations, failed loads, script errors)."""
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

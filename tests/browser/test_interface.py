@@ -25,7 +25,7 @@ from classifier import services
 from classifier.models import Classification
 from classifier.reports.services import evaluation_report_import
 from tests.browser.axe import serious_violations
-from tests.browser.conftest import console_errors, run_task
+from tests.browser.conftest import admin_login, console_errors, run_task
 from tests.browser.test_pages import images_loaded, sign_up, wait
 from tests.classifier.factories import PASSWORD, ClassificationFactory, UserFactory
 from tests.conftest import CIFAR10_CLASSES, make_image_bytes
@@ -300,11 +300,7 @@ def test_staff_report_page(browser, live_server, media_root, reported_bundle):
     UserFactory(username="root", is_staff=True, is_superuser=True)
     report = evaluation_report_import(bundle_dir=reported_bundle)
     browser.set_window_size(*SIZES["desktop"])
-    browser.get(live_server.url + "/admin/login/")
-    browser.find_element(By.ID, "id_username").send_keys("root")
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait(browser).until(EC.presence_of_element_located((By.ID, "site-name")))
+    admin_login(browser, live_server.url, "root", PASSWORD)
     browser.get(f"{live_server.url}/admin/classifier/evaluationreport/{report.id}/change/")
     # The markdown is rendered: ablations.md's table is a real table in the page.
     wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".report-markdown table")))

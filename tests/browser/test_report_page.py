@@ -9,7 +9,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from classifier.reports.services import evaluation_report_import
-from tests.browser.conftest import console_errors
+from tests.browser.conftest import admin_login, console_errors
 from tests.classifier.factories import PASSWORD, UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -20,11 +20,7 @@ def test_report_page_renders_heatmap_and_figures(browser, live_server, media_roo
     report = evaluation_report_import(bundle_dir=reported_bundle)
     wait = WebDriverWait(browser, 15, poll_frequency=0.1)
     browser.set_window_size(1400, 2000)
-    browser.get(live_server.url + "/admin/login/")
-    browser.find_element(By.ID, "id_username").send_keys("root")
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait.until(EC.presence_of_element_located((By.ID, "site-name")))
+    admin_login(browser, live_server.url, "root", PASSWORD)
 
     browser.get(f"{live_server.url}/admin/classifier/evaluationreport/{report.id}/change/")
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.cm td.cm-diag")))
