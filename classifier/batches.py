@@ -5,8 +5,7 @@ for several jobs at once: one transaction marks them all running (with the same 
 `services.classification_start`: finished jobs are skipped, jobs out of attempts end failed,
 a job found ``running`` is taken over), then each image is read and decoded on its own, the
 model runs once (`worker.runtime.batching.predict_batch`, the bundle's plain ``scores`` pass),
-and one transaction records every result (`update_rows`: one UPDATE per row, or per set of
-equal values). A job whose image is missing or corrupt fails alone, with its reason; the others
+and one transaction records every result (one guarded UPDATE per job). A job whose image is missing or corrupt fails alone, with its reason; the others
 complete. Every change is pushed to waiters on
 commit. Only then are the Grad-CAM maps of the jobs that asked for them computed (one explain
 pass, classifier/explanations/heatmaps.py) and pushed in their turn: the answer never waits for them.
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from classifier import explanations, services
@@ -41,22 +41,16 @@ MISSING_IMAGE = "The uploaded image is missing from storage."
 def update_rows(rows: Sequence[Classification], fields: Sequence[str]) -> None:
     """Write ``fields`` of each row, in the caller's transaction: one ``UPDATE ... WHERE id IN
     (...)`` per distinct set of values (the start of a batch: status, attempt and time are
-    usually the same for every job), else one per row. Django's ``bulk_update`` (one statement
-    with a CASE per field) costs more in Python than it saves in round trips: 4.4 ms for one row
-    and 22 ms for 16 against 0.8 and 10.7 ms one row at a time, measured on the 2-core dev
-    machine against its local PostgreSQL."""
+    usually the same for every job). Django's ``bulk_update`` (one statement with a CASE per
+    field) costs more in Python than it saves in round trips: 4.4 ms for one row and 22 ms for
+    16 against 0.8 and 10.7 ms one row at a time, measured on the 2-core dev machine against its
+    local PostgreSQL."""
     columns = [Classification._meta.get_field(name).attname for name in fields]
-    groups: dict[object, tuple[dict, list]] = {}
+    groups: dict[tuple, list] = {}
     for row in rows:
-        values = {column: getattr(row, column) for column in columns}
-        try:
-            key: object = tuple(values.values())
-            hash(key)
-        except TypeError:  # a JSON value (the predictions): rows with those are written one by one
-            key = row.pk
-        groups.setdefault(key, (values, []))[1].append(row.pk)
-    for values, pks in groups.values():
-        Classification.objects.filter(pk__in=pks).update(**values)
+        groups.setdefault(tuple(getattr(row, column) for column in columns), []).append(row.pk)
+    for values, pks in groups.items():
+        Classification.objects.filter(pk__in=pks).update(**dict(zip(columns, values, strict=True)))
 
 
 @transaction.atomic
@@ -89,50 +83,54 @@ def classifications_start_many(*, classification_ids: Sequence[uuid.UUID | str])
 @transaction.atomic
 def classifications_finish_many(
     *,
+    rows: Sequence[Classification],
     results: dict[str, list[tuple[str, float]] | str],
     model_version: str,
     explained: dict[str, ExplainedPrediction] | None = None,
 ) -> list[Classification]:
-    """Record each job's predictions (best first) or failure message; only running jobs change.
-    ``explained`` (job id -> the worker's explanation) is stored in the same transaction, so the
-    members, agreement and flags are visible together with the result, never after it (the maps
-    may follow: ``Explanation.heatmaps_status``)."""
+    """Record the predictions (best first) or failure message of each of ``rows`` (the jobs
+    `classifications_start_many` started) that has one in ``results``; returns those recorded.
+
+    Each job is one ``UPDATE ... WHERE id = %s AND status = 'running'``: a job the sweeper gave up
+    on meanwhile, or that another worker finished, is left alone and not returned. (A SELECT ...
+    FOR UPDATE first cost a round trip per batch and bought nothing the guard does not.) The rows
+    passed in are updated in memory too, except ``bundle_version`` when `model_version_link` gave
+    a subquery. ``explained`` (job id -> the worker's explanation) is stored in the same
+    transaction, so the members, agreement and flags are visible together with the result, never
+    after it (the maps may follow: ``Explanation.heatmaps_status``)."""
     now = timezone.now()
-    rows = Classification.objects.select_for_update().filter(id__in=list(results), status=Status.RUNNING)
-    bundle_version_id = None
+    bundle_version = None
     if any(not isinstance(r, str) for r in results.values()):  # the registry row of the bundle that answered
-        bundle_version_id = evaluation.model_version_seen(
+        bundle_version = evaluation.model_version_link(
             version=model_version, bundle_dir=settings.MODEL_BUNDLE, alias=evaluation.Alias.CHAMPION
         )
     finished: list[Classification] = []
     for classification in rows:
-        result = results[str(classification.id)]
+        result = results.get(str(classification.id))
+        if result is None:
+            continue
         if isinstance(result, str):
-            classification.status = Status.FAILED
-            classification.error = result
+            values: dict[str, object] = {"status": Status.FAILED, "error": result}
         else:
             if not result:
                 raise ValueError("predictions must not be empty")
-            classification.predictions = [{"label": label, "probability": round(float(p), 6)} for label, p in result]
-            classification.top_label, top_p = result[0]
-            classification.top_probability = min(max(float(top_p), 0.0), 1.0)
-            classification.model_version = model_version
-            classification.bundle_version_id = bundle_version_id
-            classification.status = Status.DONE
-            classification.error = ""
-        classification.finished_at = now
+            top_label, top_p = result[0]
+            values = {
+                "status": Status.DONE,
+                "error": "",
+                "predictions": [{"label": label, "probability": round(float(p), 6)} for label, p in result],
+                "top_label": top_label,
+                "top_probability": min(max(float(top_p), 0.0), 1.0),
+                "model_version": model_version,
+                "bundle_version_id": bundle_version,
+            }
+        values["finished_at"] = now
+        if not Classification.objects.filter(pk=classification.pk, status=Status.RUNNING).update(**values):
+            continue
+        for field, value in values.items():
+            if not isinstance(value, Subquery):
+                setattr(classification, field, value)
         finished.append(classification)
-    fields = [
-        "status",
-        "error",
-        "predictions",
-        "top_label",
-        "top_probability",
-        "model_version",
-        "bundle_version",
-        "finished_at",
-    ]
-    update_rows(finished, fields)
     explained = explained or {}
     explanations.explanations_create_many(
         pairs=[(c, explained[str(c.id)]) for c in finished if c.status == Status.DONE and str(c.id) in explained]
@@ -185,7 +183,7 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
             else:
                 results[str(classification.id)] = output.predictions
                 explained[str(classification.id)] = output
-    finished = classifications_finish_many(results=results, model_version=version, explained=explained)
+    finished = classifications_finish_many(rows=started, results=results, model_version=version, explained=explained)
     # Committed and pushed: now the maps, for the jobs that asked and whose bundle can draw them.
     wanted = [
         (c, explained[str(c.id)].model_input)

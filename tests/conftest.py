@@ -43,6 +43,20 @@ def _close_the_async_bridge_threads_connections() -> Iterator[None]:
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_model_version_bookkeeping() -> Iterator[None]:
+    """A fresh per-process "version seen" throttle for each test (classifier.evaluation.services):
+    its keys would otherwise outlive each test's rolled-back ModelVersion rows, and a job the next
+    test finishes would link to a row that is gone."""
+    module = sys.modules.get("classifier.evaluation.services")
+    if module is not None:
+        module.clear_seen_cache()
+    yield
+    module = sys.modules.get("classifier.evaluation.services")
+    if module is not None:
+        module.clear_seen_cache()
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import torch

@@ -89,8 +89,18 @@ def explanation_create(*, classification: Classification, result: ExplainedPredi
 @transaction.atomic
 def explanations_create_many(*, pairs: list[tuple[Classification, ExplainedPrediction]]) -> list[Explanation]:
     """Store the explanations of a batch of completed classifications (replacing older ones) with
-    one delete and one insert."""
+    one statement: an INSERT whose conflicts on the job update the row (PostgreSQL and SQLite)."""
     if not pairs:
         return []
-    Explanation.objects.filter(classification__in=[c for c, _ in pairs]).delete()
-    return Explanation.objects.bulk_create([_explanation(c, r) for c, r in pairs])
+    return Explanation.objects.bulk_create(
+        [_explanation(c, r) for c, r in pairs],
+        update_conflicts=True,
+        unique_fields=["classification"],
+        update_fields=_REPLACED_FIELDS,
+    )
+
+
+# Every column an explanation's replacement writes: all but its own id and its job.
+_REPLACED_FIELDS = [
+    f.name for f in Explanation._meta.concrete_fields if not f.primary_key and f.name != "classification"
+]

@@ -51,10 +51,10 @@ def test_a_batch_runs_one_forward_pass_and_a_corrupt_image_fails_only_its_job(
         version="tiny-test-0", bundle_dir=settings.MODEL_BUNDLE, alias=evaluation.Alias.CHAMPION
     )
     with django_capture_on_commit_callbacks(execute=False):
-        # start: select + one UPDATE per job; finish: the version's row, select + one UPDATE per
-        # job, and the explanations' delete + insert; then the maps: select + bulk update (+
-        # savepoints): a fixed number and two single-row UPDATEs per job (update_rows)
-        with django_assert_max_num_queries(16 + 2 * len(ids)):
+        # start: select + one UPDATE for the jobs that change alike; finish: one guarded UPDATE
+        # per job and the explanations' upsert (the version's row is a subquery in those UPDATEs:
+        # it was seen just now); then the maps: select + bulk update (+ savepoints)
+        with django_assert_max_num_queries(13 + len(ids)):
             finished = batches.classification_process_batch(classification_ids=ids)
     assert forward_passes == [3]
     assert set(finished) == {str(i) for i in ids}
@@ -136,3 +136,54 @@ def test_every_change_is_pushed_on_commit(tiny_bundle, media_root, monkeypatch, 
             (str(b.id), "failed"),
         ]
     )
+
+
+def test_a_job_given_up_while_the_model_ran_is_left_as_the_sweeper_left_it(tiny_bundle, media_root):
+    a, b = ClassificationFactory(), ClassificationFactory()
+    started = batches.classifications_start_many(classification_ids=[a.id, b.id])
+    # meanwhile the sweeper ended b (out of attempts); the batch's results arrive after that
+    Classification.objects.filter(id=b.id).update(status=Status.FAILED, error="Gave up after 3 attempts.")
+    results = {str(a.id): [("cat", 0.9), ("dog", 0.1)], str(b.id): [("cat", 0.8), ("dog", 0.2)]}
+    finished = batches.classifications_finish_many(rows=started, results=results, model_version="tiny-test-0")
+    assert [str(c.id) for c in finished] == [str(a.id)]
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.status, a.top_label, a.top_probability) == (Status.DONE, "cat", 0.9)
+    assert (b.status, b.error, b.predictions) == (Status.FAILED, "Gave up after 3 attempts.", [])
+
+
+def test_jobs_link_to_the_version_row_without_querying_it_and_relink_after_it_was_deleted(
+    tiny_bundle, media_root, settings
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from classifier.evaluation.models import ModelVersion
+
+    first = ClassificationFactory()
+    batches.classification_process_batch(classification_ids=[first.id])  # registers the bundle
+    version = ModelVersion.objects.get(version="tiny-test-0")
+    second = ClassificationFactory()
+    with CaptureQueriesContext(connection) as queries:
+        batches.classification_process_batch(classification_ids=[second.id])
+    assert not [q for q in queries.captured_queries if q["sql"].startswith('SELECT "classifier_modelversion"')]
+    for job in (first, second):
+        job.refresh_from_db()
+        assert job.bundle_version_id == version.pk
+    # staff delete the row: the next job in the same minute stays unlinked, as the older ones now are
+    version.delete()
+    third = ClassificationFactory()
+    batches.classification_process_batch(classification_ids=[third.id])
+    third.refresh_from_db()
+    assert third.status == Status.DONE and third.bundle_version_id is None
+    # the next due bookkeeping registers the version again and links every job it answered
+    evaluation.clear_seen_cache()
+    fourth = ClassificationFactory()
+    batches.classification_process_batch(classification_ids=[fourth.id])
+    again = ModelVersion.objects.get(version="tiny-test-0")
+    assert set(Classification.objects.filter(bundle_version=again).values_list("id", flat=True)) == {
+        first.id,
+        second.id,
+        third.id,
+        fourth.id,
+    }

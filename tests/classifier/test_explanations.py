@@ -81,6 +81,29 @@ def test_stored_heatmap_is_the_worker_map_quantised(tiny_bundle, media_root):
             np.testing.assert_allclose(np.array(values).reshape(8, 8) / 255, raw / raw.max(), atol=0.5 / 255 + 1e-6)
 
 
+def test_storing_an_explanation_again_replaces_the_old_one_in_one_statement(tiny_bundle, media_root):
+    import dataclasses
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from classifier.explanations import explanations_create_many
+    from worker.runtime.explain import predict_explained
+    from worker.runtime.predictor import get_predictor
+
+    c = processed()
+    first = c.explanation
+    [result] = predict_explained(get_predictor(tiny_bundle, "cpu"), [decode_for_model(c.image.open("rb").read())])
+    again = dataclasses.replace(result, layer="layers.7", agree=0)
+    with CaptureQueriesContext(connection) as queries:
+        explanations_create_many(pairs=[(c, again)])
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) == 1 and statements[0].startswith("INSERT") and "ON CONFLICT" in statements[0]
+    [stored] = Explanation.objects.filter(classification=c)
+    assert stored.pk == first.pk and (stored.layer, stored.agree) == ("layers.7", 0)
+    assert stored.created_at >= first.created_at
+
+
 def test_api_fields_flags_and_owner_only_pngs(flagging_bundle, media_root):
     c = processed()
     owner = c.owner
