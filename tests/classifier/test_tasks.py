@@ -149,11 +149,11 @@ def test_web_process_starts_without_the_plotting_and_statistics_libraries():
     assert _python(code)[:2] == ["[]", "['scipy', 'statsmodels']"]
 
 
-def test_worker_sets_passive_openmp_waiting_unless_told_otherwise():
-    code = "import os, worker.celery; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert _python(code, env) == ["PASSIVE"]
-    assert _python(code, {**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE"]
+def test_worker_sets_passive_openmp_waiting_with_a_short_spin_unless_told_otherwise():
+    code = "import os, worker.celery; print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    assert _python(code, env) == ["PASSIVE 10000"]
+    assert _python(code, {**env, "OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "0"}) == ["ACTIVE 0"]
 
 
 def test_web_side_never_imports_torch_and_worker_parent_never_initialises_cuda():
