@@ -94,8 +94,8 @@ def classifications_finish_many(
     Each job is one ``UPDATE ... WHERE id = %s AND status = 'running'``: a job the sweeper gave up
     on meanwhile, or that another worker finished, is left alone and not returned. (A SELECT ...
     FOR UPDATE first cost a round trip per batch and bought nothing the guard does not.) The rows
-    passed in are updated in memory too, except ``bundle_version`` when `model_version_link` gave
-    a subquery. ``explained`` (job id -> the worker's explanation) is stored in the same
+    passed in are updated in memory too; ``bundle_version``, when `model_version_link` gave a
+    subquery, becomes a deferred field (read back on first access). ``explained`` (job id -> the worker's explanation) is stored in the same
     transaction, so the members, agreement and flags are visible together with the result, never
     after it (the maps may follow: ``Explanation.heatmaps_status``)."""
     now = timezone.now()
@@ -128,7 +128,9 @@ def classifications_finish_many(
         if not Classification.objects.filter(pk=classification.pk, status=Status.RUNNING).update(**values):
             continue
         for field, value in values.items():
-            if not isinstance(value, Subquery):
+            if isinstance(value, Subquery):
+                _defer(classification, field)
+            else:
                 setattr(classification, field, value)
         finished.append(classification)
     explained = explained or {}
@@ -140,6 +142,15 @@ def classifications_finish_many(
         if classification.status == Status.DONE:  # the challenger runs after the commit, off the user's path
             challenger.challenger_schedule(classification_id=classification.id)
     return finished
+
+
+def _defer(classification: Classification, attname: str) -> None:
+    """Make ``attname`` a deferred field of the in-memory row: the database computed its value,
+    so Django reads it back on first access (one query, only if anyone asks)."""
+    field = next(f for f in Classification._meta.concrete_fields if f.attname == attname)
+    classification.__dict__.pop(attname, None)
+    if field.is_relation and field.is_cached(classification):
+        field.delete_cached_value(classification)
 
 
 def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str]) -> dict[str, Classification]:

@@ -165,8 +165,9 @@ def test_jobs_link_to_the_version_row_without_querying_it_and_relink_after_it_wa
     version = ModelVersion.objects.get(version="tiny-test-0")
     second = ClassificationFactory()
     with CaptureQueriesContext(connection) as queries:
-        batches.classification_process_batch(classification_ids=[second.id])
+        finished = batches.classification_process_batch(classification_ids=[second.id])
     assert not [q for q in queries.captured_queries if q["sql"].startswith('SELECT "classifier_modelversion"')]
+    assert finished[str(second.id)].bundle_version_id == version.pk  # read back when asked
     for job in (first, second):
         job.refresh_from_db()
         assert job.bundle_version_id == version.pk
