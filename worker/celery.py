@@ -15,10 +15,11 @@ import threading
 # the web server that spin is stolen from it. But a thread that sleeps at once must be woken for
 # each of the forward pass's hundred-odd parallel operators: a lone image on 2 threads took 12-13.6
 # ms fully passive, more than on one thread (10.1-12.4), against 7.4-8.7 ms with a short spin of
-# 10,000 iterations (GOMP_SPINCOUNT, which libgomp honours under PASSIVE too), for about 2 ms more
-# CPU per image, not 10 (bf16 bundle, Zen 4 EPYC, three alternating runs each; README,
-# "Configuration"). Both are read when torch loads its OpenMP runtime, so they are set before anything
-# imports torch; values in the environment win.
+# 10,000 iterations (GOMP_SPINCOUNT, which libgomp honours under PASSIVE too), for 2-9 ms more CPU
+# per lone image (bf16 bundle, Zen 4 EPYC, alternating runs; README, "Configuration"). A lone image
+# comes when the machine is quiet; under load the batches run on one thread and never spin. Both
+# are read when torch loads its OpenMP runtime, so they are set before anything imports torch;
+# values in the environment win.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
