@@ -11,13 +11,7 @@ is replaced, never reused.
 
 The health check (``CONN_HEALTH_CHECKS``: a ``SELECT 1`` round trip before a connection's first
 query of each call, three per upload with ``?wait``: a tenth of the web process's CPU under
-load) is answered without a round trip when it can be: a healthy idle connection's socket has
-nothing to read, while a server that ended the connection (a restart, ``pg_terminate_backend``,
-an idle timeout) has sent its goodbye and closed it, which makes the socket readable. A quiet
-socket counts as checked; a readable one, or a connection that is not a socket, gets Django's
-``SELECT 1``. (A connection that dies silently, with no packet, is not seen this way; neither
-is it by a ``SELECT 1`` until its timeout. Its first query fails, Django marks it, and the
-check after the call replaces it.)
+load) is answered from the socket when it can be (`classifier.db_health`).
 
 Only the API's waiting views use it (classifier.waiter: the upload or item view, the status
 checks and the final read), and only for ASGI requests. Under WSGI (runserver, the embedded
@@ -32,7 +26,6 @@ import asyncio
 import contextvars
 import functools
 import os
-import select
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +35,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections, connections
+
+from classifier.db_health import check_health_by_socket
 
 T = TypeVar("T")
 
@@ -92,29 +87,9 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _socket_quiet(raw: Any) -> bool:
-    """Whether the driver connection ``raw`` is a socket with nothing to read (see the module
-    docstring): an idle PostgreSQL connection that the server has not ended."""
-    try:
-        fd = raw.fileno()
-    except Exception:  # not a socket (SQLite), or already closed
-        return False
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLPRI)
-    return not poller.poll(0)
-
-
-def _check_health_by_socket() -> None:
-    """Mark each of this thread's open connections whose socket is quiet as health-checked."""
-    for conn in connections.all(initialized_only=True):
-        if conn.health_check_enabled and not conn.health_check_done and conn.connection is not None:
-            if _socket_quiet(conn.connection):
-                conn.health_check_done = True
-
-
 def _checked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     close_old_connections()
-    _check_health_by_socket()
+    check_health_by_socket()
     try:
         return fn(*args, **kwargs)
     finally:

@@ -92,10 +92,15 @@ def _load_and_warm_up(bundle: str, device: str | None) -> None:
 def recycle_database_connections(sender=None, **kwargs) -> None:
     """Before and after each task, as Django does around each request: close a connection that
     is broken (CONN_HEALTH_CHECKS), older than its CONN_MAX_AGE, or left outside autocommit; a
-    healthy one is kept for the next task. Not for eager tasks: they run inside the caller's
-    request or transaction, whose connection is the caller's business."""
+    healthy one is kept for the next task, and its health check is answered from its socket
+    when the socket is quiet (`classifier.db_health`: a round trip fewer per task; the
+    ``SELECT 1`` was 3% of the worker's samples at 32 clients). Not for eager tasks: they run
+    inside the caller's request or transaction, whose connection is the caller's business."""
     if sender is None or getattr(sender.request, "is_eager", False):
         return
     from django.db import close_old_connections
 
+    from classifier.db_health import check_health_by_socket
+
     close_old_connections()
+    check_health_by_socket()

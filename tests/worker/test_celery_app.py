@@ -88,6 +88,41 @@ def test_a_broken_connection_is_replaced_before_the_next_task(pool_process, post
     assert second is not first and not second.closed
 
 
+def test_a_quiet_connection_is_not_pinged_before_each_task(pool_process, postgres_only, monkeypatch):
+    # CONN_HEALTH_CHECKS would send a SELECT 1 before each task's first query; an idle socket
+    # with nothing to read answers the check without a round trip.
+    first = pool_process()
+    pings = []
+    wrapper = type(connections["default"])  # the backend's DatabaseWrapper class
+    original = wrapper.is_usable
+    monkeypatch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or original(self))
+    assert {pool_process() for _ in range(3)} == {first}
+    assert pings == []
+
+
+def test_a_connection_the_server_ended_is_replaced_before_the_next_task(pool_process, postgres_only):
+    # A PostgreSQL restart or pg_terminate_backend: the server says goodbye and closes the socket,
+    # which the socket check sees; the next task gets a new connection instead of an error.
+    first = pool_process()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the backend has exited (and closed its socket)
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+                if cursor.fetchone()[0] == 0:
+                    break
+                time.sleep(0.05)
+    finally:
+        other.close()
+    second = pool_process()  # no error: the check replaced it
+    assert second is not first and not second.closed
+
+
 def test_eager_tasks_leave_the_callers_connection_alone(postgres_only):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
