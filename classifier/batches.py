@@ -5,9 +5,9 @@ for several jobs at once: one transaction marks them all running (with the same 
 `services.classification_start`: finished jobs are skipped, jobs out of attempts end failed,
 a job found ``running`` is taken over), then each image is read and decoded on its own, the
 model runs once (`worker.runtime.batching.predict_batch`, the bundle's plain ``scores`` pass),
-and one transaction records every result (one guarded UPDATE per job). A job whose image is missing or corrupt fails alone, with its reason; the others
-complete. Every change is pushed to waiters on
-commit. Only then are the Grad-CAM maps of the jobs that asked for them computed (one explain
+and one transaction records every result (one guarded UPDATE per job). A job whose image is
+missing or corrupt fails alone, with its reason; the others complete. Every change is pushed to
+waiters on commit. Only then are the Grad-CAM maps of the jobs that asked for them computed (one explain
 pass, classifier/explanations/heatmaps.py) and pushed in their turn: the answer never waits for them.
 """
 
@@ -95,9 +95,10 @@ def classifications_finish_many(
     on meanwhile, or that another worker finished, is left alone and not returned. (A SELECT ...
     FOR UPDATE first cost a round trip per batch and bought nothing the guard does not.) The rows
     passed in are updated in memory too; ``bundle_version``, when `model_version_link` gave a
-    subquery, becomes a deferred field (read back on first access). ``explained`` (job id -> the worker's explanation) is stored in the same
-    transaction, so the members, agreement and flags are visible together with the result, never
-    after it (the maps may follow: ``Explanation.heatmaps_status``)."""
+    subquery, becomes a deferred field (read back on first access). ``explained`` (job id -> the
+    worker's explanation) is stored in the same transaction, so the members, agreement and flags
+    are visible together with the result, never after it (the maps may follow:
+    ``Explanation.heatmaps_status``)."""
     now = timezone.now()
     bundle_version = None
     if any(not isinstance(r, str) for r in results.values()):  # the registry row of the bundle that answered
