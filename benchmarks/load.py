@@ -60,6 +60,7 @@ from benchmarks.services import (
     recreate_database,
     wait_http,
     wait_worker_ready,
+    worker_command,
 )
 
 FINISHED = ("done", "failed")
@@ -98,13 +99,8 @@ def start_stack(args: argparse.Namespace, stack: Stack) -> tuple[str, str]:
         "--workers", str(args.web_workers), "--threads", str(args.web_threads), "--worker-class", "gthread",
         "--timeout", "120", "--keep-alive", "30", "--log-level", "warning",
     ]  # fmt: skip
-    worker = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
-        f"--concurrency={args.worker_concurrency}", "-n", f"loadbench-{port}@%h", "--loglevel=INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
     stack.start("gunicorn", gunicorn, env)
-    stack.start("worker", worker, env)
+    stack.start("worker", worker_command(args.worker_concurrency, f"loadbench-{port}"), env)
     wait_http(f"{base_url}/api/v1/schema/", 120, stack)
     wait_worker_ready(stack, 180)
     log(f"gunicorn on {base_url} ({args.web_workers} workers x {args.web_threads} threads), "

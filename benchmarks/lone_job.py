@@ -59,6 +59,8 @@ from benchmarks.services import (
     recreate_database,
     run_header,
     wait_worker_ready,
+    worker_command,
+    worker_settings,
 )
 
 PHASES = ("upload", "to start", "run", "finish + push", "total")
@@ -175,13 +177,7 @@ def run_round(config: Config, args: argparse.Namespace, env: dict[str, str]) -> 
     workdir = Path(tempfile.mkdtemp(prefix="cifar-lonejob-bench-"))
     stack = Stack(workdir)
     try:
-        stack.start(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
-             f"--concurrency={args.worker_concurrency}", "-n", f"lonejob-{os.getpid()}@%h", "--loglevel=INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env,
-        )  # fmt: skip
+        stack.start("worker", worker_command(args.worker_concurrency, f"lonejob-{os.getpid()}"), env)
         wait_worker_ready(stack, 180)
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.lone_job", "--client", "--jobs", str(args.jobs),
@@ -242,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         broker=args.broker,
         bundle=bundle,
         media=media,
-        WORKER_TORCH_THREADS=str(args.worker_torch_threads),
-        OMP_NUM_THREADS=str(args.worker_torch_threads),
-        WORKER_LONE_IMAGE_THREADS=str(args.worker_lone_threads or ""),
-        WORKER_BATCH_SIZE=str(args.batch_size),
-        WORKER_BATCH_WAIT_MS=str(args.batch_wait_ms),
+        **worker_settings(args),
     )
     log(f"database {args.database}: migrating")
     create_token(env, USERNAME)

@@ -4,7 +4,7 @@ them, and the environment and API token of the product (services mode, productio
 * `Stack`: each process in its own process group, logged to ``<workdir>/<name>.log``; ``stop``
   ends every group (SIGTERM, then SIGKILL after 20 s); ``check_alive`` raises with a log tail.
 * `recreate_database`, `wait_http`, `wait_worker_ready`, `free_port`, `log`.
-* `add_product_arguments`, `product_env` and `create_token`: what `benchmarks.load` and `benchmarks.realtime` both start
+* `add_product_arguments`, `product_env`, `worker_settings`, `worker_command` and `create_token`: what `benchmarks.load` and `benchmarks.realtime` both start
   the product with (throttles lifted, plain HTTP on the loopback), and its user's token.
 """
 
@@ -173,6 +173,25 @@ def product_env(*, database_url: str, broker: str, bundle: Path, media: Path, **
         "PYTHONPATH": str(ROOT),
         **settings,
     }
+
+
+def worker_settings(args) -> dict[str, str]:
+    """The micro-batching worker's settings from a benchmark's options (``worker_torch_threads``,
+    ``worker_lone_threads``, ``batch_size``, ``batch_wait_ms``), for `product_env`."""
+    return {
+        "WORKER_TORCH_THREADS": str(args.worker_torch_threads),
+        "OMP_NUM_THREADS": str(args.worker_torch_threads),
+        "WORKER_LONE_IMAGE_THREADS": str(args.worker_lone_threads or ""),
+        "WORKER_BATCH_SIZE": str(args.batch_size),
+        "WORKER_BATCH_WAIT_MS": str(args.batch_wait_ms),
+    }
+
+
+def worker_command(concurrency: int, name: str) -> list[str]:
+    """The product's Celery worker as the compose file's CPU worker runs it (prefork), named ``name``."""
+    return [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
+            f"--concurrency={concurrency}", "-n", f"{name}@%h", "--loglevel=INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
 
 
 def pages_over_http(static_root: Path) -> list[tuple[str, str]]:

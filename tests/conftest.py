@@ -196,3 +196,17 @@ def bad_uploads() -> dict[str, bytes]:
 def files_under(root: str | Path) -> list[str]:
     root = Path(root)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def terminate_backend(cursor, pid: int, timeout: float = 10.0) -> None:
+    """End PostgreSQL backend ``pid`` (as a restart or an idle timeout would) through ``cursor``, a
+    cursor of another connection, and wait until it has exited and closed its socket."""
+    import time
+
+    cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        if cursor.fetchone()[0] == 0:
+            return
+        time.sleep(0.05)

@@ -35,11 +35,7 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
         broker=args.broker,
         bundle=bundle,
         media=media,
-        WORKER_TORCH_THREADS=str(args.worker_torch_threads),
-        OMP_NUM_THREADS=str(args.worker_torch_threads),
-        WORKER_LONE_IMAGE_THREADS=str(args.worker_lone_threads or ""),
-        WORKER_BATCH_SIZE=str(args.batch_size),
-        WORKER_BATCH_WAIT_MS=str(args.batch_wait_ms),
+        **services.worker_settings(args),
         **dict(args.product_env),
     )
     log(f"product: database {args.database}, migrating")
@@ -55,14 +51,8 @@ def start_product(args: argparse.Namespace, stack: Stack, bundle: Path) -> tuple
         args.profile,
     )  # fmt: skip
     start_profiled(
-        stack,
-        "worker",
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool=prefork",
-         f"--concurrency={args.worker_concurrency}", "-n", f"realtime-{port}@%h", "--loglevel=INFO",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        env,
-        args.profile,
-    )  # fmt: skip
+        stack, "worker", services.worker_command(args.worker_concurrency, f"realtime-{port}"), env, args.profile
+    )
     base_url = f"http://127.0.0.1:{port}"
     services.wait_http(f"{base_url}/api/v1/schema/", 120, stack)
     services.wait_worker_ready(stack, 180)

@@ -5,7 +5,6 @@ the caller's thread and connection."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -17,7 +16,7 @@ from rest_framework.authtoken.models import Token
 from classifier import db_threads
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory, UserFactory
-from tests.conftest import make_image_bytes
+from tests.conftest import make_image_bytes, terminate_backend
 
 
 @pytest.fixture
@@ -136,12 +135,6 @@ def test_a_pool_connection_the_server_ended_is_replaced_before_the_next_call(poo
     request = AsyncRequestFactory().get("/")
     _, first = async_to_sync(db_threads.call)(request, _where)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # until the backend has exited (and closed its socket)
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first])
-            if cursor.fetchone()[0] == 0:
-                break
-            time.sleep(0.05)
+        terminate_backend(cursor, first)
     _, second = async_to_sync(db_threads.call)(request, _where)  # no error: the check replaced it
     assert second != first

@@ -13,6 +13,7 @@ import pytest
 from celery.fixups.django import DjangoWorkerFixup
 from django.db import connection, connections
 
+from tests.conftest import terminate_backend
 from worker.celery import app, keep_database_connections, recycle_database_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,13 +111,7 @@ def test_a_connection_the_server_ended_is_replaced_before_the_next_task(pool_pro
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # until the backend has exited (and closed its socket)
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
-                if cursor.fetchone()[0] == 0:
-                    break
-                time.sleep(0.05)
+            terminate_backend(cursor, pid)
     finally:
         other.close()
     second = pool_process()  # no error: the check replaced it
