@@ -42,6 +42,7 @@ class SpeedrunConfig:
     train_limit: int = 0  # >0: only this many training images (smoke runs)
     # model
     width: float = 1.0  # channel multiplier: 64/256/256 x width
+    widths: str = ""  # the three groups' channels, comma-separated (e.g. 128,384,384); overrides width
     norm: bool = True  # batch norm (ablation)
     whiten: bool = True  # frozen whitening first layer; false = a learned 2x2 conv (ablation)
     # optimisation (lr and weight decay per 1024 images, decoupled)
@@ -107,6 +108,8 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
 
     # ---------------------------------------------------------------- model
     options = {"width": cfg.width, "norm": cfg.norm, "whiten": cfg.whiten}
+    if cfg.widths:
+        options["widths"] = [int(w) for w in cfg.widths.split(",")]
     model = build_model("fastnet", num_classes=len(data.classes), **options)
     model.init_from_data(normalize(whitening_sample(train_x, seed=seed), mean, std))
     params, macs = count_parameters(model), count_flops(model)

@@ -50,6 +50,23 @@ def test_fastnet_shapes_options_and_frozen_parts() -> None:
     assert net.get_submodule(FastNet.cam_layer) is net.blocks[1]
 
 
+def test_fastnet_explicit_group_widths() -> None:
+    net = build_model("fastnet", widths=[16, 48, 32], num_classes=5)
+    assert [g.conv2.out_channels for g in net.blocks] == [16, 48, 32]
+    assert net.head.in_features == 32 and net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match="three positive channel counts"):
+        build_model("fastnet", widths=[16, 48])
+
+
+def test_speedrun_widths_reach_the_checkpoint(shared_image_folder: Path, tmp_path: Path, ml_cache) -> None:
+    out = tmp_path / "runs"
+    tiny = ["val_per_class=5", "epochs=1", "batch_size=16", "precision=fp32", "targets=0.0"]
+    main([f"data={shared_image_folder}", *tiny, "seeds=0", f"out_dir={out}", "name=w", "widths=8,24,16"])
+    model, ckpt = load_model(next(out.glob("*-w-s0")) / "best.pt")
+    assert ckpt["model_options"]["widths"] == [8, 24, 16]
+    assert [g.conv2.out_channels for g in model.blocks] == [8, 24, 16]
+
+
 def test_tta_levels() -> None:
     torch.manual_seed(0)
     model = build_model("fastnet").eval()
