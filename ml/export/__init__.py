@@ -33,6 +33,12 @@ the validation split), for the worker's ``WORKER_PRECISION=int8`` on the CPU; th
 ``int8`` entry names it with its SHA-256, its precisions list "int8", and the report's
 precision.json gives its accuracy and how often it agrees with fp32.
 
+``model.pt`` stores the members' weights in half precision (``--weights float16``, the default:
+half the file; the manifest's ``weights`` tells the worker, which converts them to fp32 or bf16 on
+loading). The members are rounded to half precision before anything is measured, so the
+calibration and the report describe the module as stored; ``--weights float32`` keeps them as
+they are.
+
 ``--save-members`` writes each member's weights in half precision (with arch, options, classes,
 mean/std, metrics, config and its metrics.csv; no optimiser) to ``<bundle>/members/*.pt`` in
 the `ml.checkpoint` format; those files are valid input, so a bundle can be re-exported (other
@@ -52,7 +58,7 @@ recorded val_acc (56.30% at epoch 3).
 """
 
 from ml.bundle_module import Ensemble, Member, build_ensemble, cam_layer_of
-from ml.export.bundle import export_bundle, module_precisions, save_member
+from ml.export.bundle import export_bundle, module_precisions, round_to_storage, save_member
 from ml.export.command import main
 from ml.export.inputs import load_members
 from ml.export.report import bundle_metrics
@@ -70,6 +76,7 @@ __all__ = [
     "bundle_metrics",
     "cam_layer_of",
     "export_bundle",
+    "round_to_storage",
     "load_members",
     "main",
     "module_precisions",

@@ -6,6 +6,7 @@ The module's classes are `ml.bundle_module` (Member, Ensemble); nothing scripted
 
 from __future__ import annotations
 
+import copy
 import shlex
 import shutil
 import sys
@@ -20,6 +21,25 @@ from ml.bundle_module import build_ensemble, build_quantized_ensemble, cam_layer
 from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
 
 INT8_MODULE_FILE = "model-int8.pt"
+WEIGHT_STORAGE = ("float16", "float32")  # how model.pt may store the members' weights (``--weights``)
+
+
+def round_to_storage(model: nn.Module, weights: str) -> nn.Module:
+    """``model`` (float32) with every floating-point parameter and buffer rounded as ``weights``
+    storage keeps it: through half precision and back for "float16", unchanged for "float32"; in
+    place, so that what the export measures is what the module file holds. Raises ValueError when
+    a value does not fit half precision."""
+    if weights not in WEIGHT_STORAGE:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_STORAGE)}, not {weights!r}")
+    if weights == "float16":
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():
+                if tensor.is_floating_point():
+                    half = tensor.half()
+                    if not bool(torch.isfinite(half).all()) and bool(torch.isfinite(tensor).all()):
+                        raise ValueError(f"{name} does not fit half precision: export with --weights float32")
+                    tensor.copy_(half)
+    return model
 
 
 def export_bundle(
@@ -32,6 +52,7 @@ def export_bundle(
     metrics: dict[str, Any] | None = None,
     superclasses: dict[str, str] | None = None,
     input_size: tuple[int, int] = (32, 32),
+    weights: str = "float32",
     flip_tta: bool = False,
     tta: int | None = None,
     temperature: float = 1.0,
@@ -48,7 +69,9 @@ def export_bundle(
     ``members`` list (arch, params, metrics, checkpoint ...). ``tta`` is the level (0 none, 1
     mirror, 2 mirror + one-pixel translations); ``flip_tta=True`` is level 1. The module gets
     the ``explain`` method when every member's model has a ``cam_layer``; ``manifest_fields`` sets
-    optional manifest keys (calibration, uncertain, ood).
+    optional manifest keys (calibration, uncertain, ood). ``weights="float16"`` stores the members'
+    weights in half precision (the manifest says so and `load_bundle` converts them back); round
+    the members first (`round_to_storage`) for the module to compute exactly what they do.
     """
     level = (1 if flip_tta else 0) if tta is None else int(tta)
     out_dir = Path(out_dir)
@@ -60,7 +83,14 @@ def export_bundle(
     ensemble = build_ensemble(
         members, tta=level, temperature=temperature, temperatures=temperatures, input_size=input_size
     )
-    scripted = torch.jit.script(ensemble)
+    if weights not in WEIGHT_STORAGE:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_STORAGE)}, not {weights!r}")
+    stored = ensemble
+    if weights == "float16":
+        stored = copy.deepcopy(ensemble)  # the eager members stay float32 (explain's shapes, --int8)
+        for member in stored.members:
+            member.tta.model.half()
+    scripted = torch.jit.script(stored)
     module_path = out_dir / DEFAULT_MODULE_FILE
     scripted.save(str(module_path))
     layers = [cam_layer_of(model) for model, _ in members]
@@ -96,6 +126,7 @@ def export_bundle(
         extra={**(extra or {}), "flip_tta": level >= 1, "tta": level, "tta_levels": list(range(level + 1))},
         explain=explain,
         precisions=module_precisions(module_path, input_size),
+        weights=weights if weights != "float32" else None,
         **(manifest_fields or {}),
     )
     write_manifest(out_dir, manifest)
@@ -154,11 +185,11 @@ def export_int8(
 def module_precisions(module_path: Path, input_size: tuple[int, int]) -> list[str]:
     """The precisions the saved module runs in: fp32, and bf16 when a copy converted to bfloat16
     (as `worker.runtime.bundle.load_bundle` converts it) returns finite float32 probabilities."""
-    copy = torch.jit.load(str(module_path)).eval()
-    copy.to(torch.bfloat16)
+    converted = torch.jit.load(str(module_path)).eval()
+    converted.to(torch.bfloat16)
     try:
         with torch.inference_mode():
-            probs = copy(torch.zeros(2, 3, *input_size, dtype=torch.uint8))
+            probs = converted(torch.zeros(2, 3, *input_size, dtype=torch.uint8))
     except RuntimeError:
         return ["fp32"]
     return ["fp32", "bf16"] if probs.dtype == torch.float32 and bool(torch.isfinite(probs).all()) else ["fp32"]

@@ -103,6 +103,7 @@ def write_bundle(
         name=name,
         version=version,
         superclasses=inputs.loaded[0][2].get("superclasses"),
+        weights=args.weights,
         tta=level,
         temperature=calibration.temperature,
         temperatures=temperatures,

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from ml.export.bundle import round_to_storage
+
 if TYPE_CHECKING:
     from ml.data import ArrayDataset
 
@@ -47,6 +49,13 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.
         "--save-members",
         action="store_true",
         help="also write each member's weights (half precision) to <bundle>/members/, to re-export without training",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=("float16", "float32"),
+        default="float16",
+        help="how model.pt stores the members' weights: float16 (default; half the file, the members "
+        "rounded to it before calibration and the report) or float32; the worker runs either in fp32 or bf16",
     )
     parser.add_argument(
         "--int8",
@@ -123,6 +132,8 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     from ml.evaluate import check_classes, data_from_args, member_info
 
     loaded = load_members(args.checkpoints)
+    for _, model, _, _ in loaded:  # what calibration and the report measure is what model.pt holds
+        round_to_storage(model, args.weights)
     classes = list(loaded[0][2]["classes"])
     for path, _, ckpt, _ in loaded[1:]:
         check_classes(ckpt["classes"], classes, path)

@@ -95,6 +95,8 @@ def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, ca
         assert (out / "report" / f).is_file(), f
     # the report is of the exported module: the eager members, flip-averaged, give the same probabilities
     loaded = [load_model(p) for p in (a, b)]
+    for model, _ in loaded:  # as model.pt stores them (--weights float16, the default)
+        export.round_to_storage(model, "float16")
     from ml.evaluate import load_eval_data
 
     data, _ = load_eval_data(member_info(loaded[0][1], a)["data"], "val")
@@ -166,8 +168,9 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     again = tmp_path / "bundles" / "again"
     export.main([*map(str, files), "--out", str(again), "--tta", "2", "--ood-per-kind", "8"])
     re_probs = load_bundle(again, precision="fp32").predict(torch.from_numpy(data.images)).numpy()
-    np.testing.assert_allclose(re_probs, probs, atol=1e-3)
-    assert read_manifest(again).calibration["temperature"] == pytest.approx(t, rel=1e-2)
+    # the module already held the half-precision weights the member files store: the same numbers
+    np.testing.assert_allclose(re_probs, probs, atol=1e-5)
+    assert read_manifest(again).calibration["temperature"] == pytest.approx(t, rel=1e-4)
     assert (again / "report" / "training_curves.png").is_file()  # the curves travel inside the member files
     # in place: re-exporting a bundle from its own members/ with --overwrite; the study reports
     # written beside its report (python -m ml study) survive, with and without a new report
@@ -188,6 +191,47 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert (out / "report" / "training-log.txt").is_file() and (out / "report" / "precision.json").is_file()
     assert not list(out.parent.glob("report-*"))  # nothing left aside
 
+
+
+def test_module_stores_half_precision_weights_that_the_runtime_converts(tiny, tmp_path, images):
+    """--weights float16 (the default) halves model.pt; the runtime converts the weights to fp32 or
+    bf16 on loading, and fp32 gives what the eager members give once rounded to half precision."""
+    a = str(tiny["ckpts"][0])
+    half, full = tmp_path / "half", tmp_path / "full"
+    export.main([a, "--out", str(half), "--flip-tta", "--no-report"])
+    export.main([a, "--out", str(full), "--flip-tta", "--no-report", "--weights", "float32"])
+    assert read_manifest(half).weights == "float16" and read_manifest(full).weights is None
+    saved = torch.jit.load(str(half / "model.pt"))
+    dtypes = {p.dtype for p in saved.parameters()}
+    assert dtypes == {torch.float16}
+    model, ckpt = load_model(a)
+    floats = sum(t.numel() for t in model.state_dict().values() if t.is_floating_point())
+    saved_bytes = (full / "model.pt").stat().st_size - (half / "model.pt").stat().st_size
+    assert saved_bytes >= 0.9 * 2 * floats  # two bytes fewer per weight (this net is small beside its code)
+    export.round_to_storage(model, "float16")
+    expected = eager(model, images, ckpt["mean"], ckpt["std"], flip=True)
+    bundle = load_bundle(half, precision="fp32")
+    assert {p.dtype for p in bundle.module.parameters()} == {torch.float32}
+    torch.testing.assert_close(bundle.predict(images), expected, atol=1e-5, rtol=0)
+    full_probs = load_bundle(full, precision="fp32").predict(images)
+    assert not torch.equal(bundle.predict(images), full_probs)  # the rounding is real ...
+    torch.testing.assert_close(bundle.predict(images), full_probs, atol=2e-3, rtol=0)  # ... and small
+    bf16 = load_bundle(half, precision="bf16")
+    assert bf16.precision == "bf16" and torch.allclose(bf16.predict(images).sum(1), torch.ones(len(images)), atol=1e-3)
+
+
+def test_weights_that_do_not_fit_half_precision_are_refused() -> None:
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = 1e6
+    with pytest.raises(ValueError, match="weight does not fit half precision: export with --weights float32"):
+        export.round_to_storage(model, "float16")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        export.round_to_storage(model, "bfloat16")
+    ok = torch.nn.Linear(2, 2)
+    before = ok.weight.detach().clone()
+    export.round_to_storage(ok, "float16")
+    assert torch.equal(ok.weight, before.half().float())
 
 def test_saved_members_name_a_distilled_net(tiny, tmp_path):
     """A member trained with a teacher (``ml speedrun teacher=...``) is saved as ``...-seedN-distilled``,

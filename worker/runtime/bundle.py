@@ -18,6 +18,10 @@ manifest lists it among ``precisions`` (`worker.runtime.precision`); fp32 otherw
 file and its SHA-256; CPU only); the float module is loaded beside it for what needs gradients
 (``LoadedBundle.explainer``: Grad-CAM).
 
+A module may store its members' weights in half precision (the manifest's ``weights``:
+"float16", which `python -m ml export` writes: half the file); `load_bundle` converts them to the
+dtype the module runs in, fp32 or bf16, before the first call.
+
 The manifest's ``sha256`` is the SHA-256 of the module file; `load_bundle` refuses a bundle whose
 module does not match it. This module imports no Django, so `ml/`, benchmarks and tests use it too.
 """
@@ -105,8 +109,8 @@ def load_bundle(
                 "re-export it with this version of `python -m ml export`, or ask for precision fp32"
             )
         dtype = torch.float32
-    if dtype != torch.float32:
-        module.to(dtype)
+    if dtype != torch.float32 or manifest.weights == "float16":
+        module.to(dtype)  # half-precision storage (the manifest's ``weights``) runs in float32 or bf16
     # The module feeds its convolutions channels_last input (ml.bundle_module), but TorchScript
     # loads the weights in the default layout, so every call reordered each weight first. In the
     # same layout as the input: one image through the default bundle in fp32 on 1 thread took a

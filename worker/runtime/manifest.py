@@ -48,6 +48,10 @@ class Manifest:
     # the dtypes the module runs in once converted (worker.runtime.precision): "fp32", "bf16";
     # absent = fp32 only (a module that does not cast its input to its weights' dtype)
     precisions: list[str] | None = None
+    # how the module file stores its members' weights: "float16" (half the size; the loader converts
+    # them to the dtype the module runs in before the first call, `worker.runtime.bundle.load_bundle`);
+    # absent = float32, as the module runs
+    weights: str | None = None
     # the int8 twin of the module (`ml.quantize`, ``python -m ml export --int8``): module_file,
     # sha256, engine, calibration; absent = no int8 (precision int8 is then refused)
     int8: dict[str, Any] | None = None
