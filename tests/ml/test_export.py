@@ -192,7 +192,6 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert not list(out.parent.glob("report-*"))  # nothing left aside
 
 
-
 def test_module_stores_half_precision_weights_that_the_runtime_converts(tiny, tmp_path, images):
     """--weights float16 (the default) halves model.pt; the runtime converts the weights to fp32 or
     bf16 on loading, and fp32 gives what the eager members give once rounded to half precision."""
@@ -232,6 +231,7 @@ def test_weights_that_do_not_fit_half_precision_are_refused() -> None:
     before = ok.weight.detach().clone()
     export.round_to_storage(ok, "float16")
     assert torch.equal(ok.weight, before.half().float())
+
 
 def test_saved_members_name_a_distilled_net(tiny, tmp_path):
     """A member trained with a teacher (``ml speedrun teacher=...``) is saved as ``...-seedN-distilled``,
