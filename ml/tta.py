@@ -11,6 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+VIEWS = (1, 2, 6)  # forward passes per image at levels 0, 1 and 2
+
+
+def views(level: int) -> int:
+    """How many views of each image the model sees at TTA ``level`` (what its arithmetic costs)."""
+    if level not in (0, 1, 2):
+        raise ValueError(f"TTA level must be 0, 1 or 2, got {level}")
+    return VIEWS[level]
+
 
 class TestTimeAugment(nn.Module):
     __test__ = False  # not a pytest test class

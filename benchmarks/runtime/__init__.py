@@ -1,8 +1,8 @@
 """Benchmark of the inference runtime on the CPU: one image end to end, and batched throughput.
 
 (`inputs`: the images and random-init bundles it measures; `measure`: latency, throughput, the
-weight layout and explanations of one predictor; `uploads`: the worst-case uploads at the pixel
-limit; `__main__`: the command.)
+weight layout and explanations of one predictor; `ceiling`: the arithmetic against the matmul
+rate; `uploads`: the worst-case uploads at the pixel limit; `__main__`: the command.)
 
     python -m benchmarks.runtime [--bundle bundles/default] [--runs 200] [--batches 64 256]
 
@@ -16,6 +16,11 @@ What it measures, all in this one run and on the same bundle:
 * memory (peak RSS growth) and time of `prepare_upload` and `decode_for_model` for small files
   that decode to the most pixels allowed (40 MP RGB, RGBA and 16-bit PNGs), each in a fresh
   process, to size web and worker processes.
+
+After each precision's throughput it prints the bundle's arithmetic (`ceiling`): multiply-accumulates
+per image from the manifest (members' MACs x TTA views), the GFLOP/s the measured throughput does,
+this CPU's rate for a 2048 x 2048 matmul in the module's dtype measured in the same run, the
+images/s that rate allows, and what ``--target`` images/s (default 500) would ask of the CPU.
 
 It prints the hardware (CPUs, load average, torch version and threads) because the numbers mean
 nothing without it. This is a benchmark: it prints numbers and asserts nothing. The bundle is

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         "for the device (worker.runtime.predictor.DEFAULT_MAX_BATCH)",
     )
     parser.add_argument("--batch-repeats", type=int, default=5, help="timed repeats per batch size")
+    parser.add_argument(
+        "--target", type=float, default=500.0, help="images/s the arithmetic section sizes against (default 500)"
+    )
     parser.add_argument("--no-worst-case", action="store_true", help="skip the 40-megapixel upload measurements")
     parser.add_argument(
         "--explain",

@@ -41,14 +41,17 @@ def cifar_jpegs(n: int) -> list[bytes]:
 def random_bundle(directory: Path, arch: str, width: float | None = None, *, tta: int = 0, members: int = 1) -> Path:
     """A bundle of random-init models: the same compute as trained ones of that architecture."""
     from ml.export import export_bundle
-    from ml.models import build_model
+    from ml.models import build_model, count_flops
 
     torch.manual_seed(0)
     options = {} if width is None else {"width": width}
     models = [build_model(arch, num_classes=10, **options) for _ in range(members)]
     out = directory / arch
     export_bundle(
-        [(m, {"arch": arch, **options, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}) for m in models],
+        [
+            (m, {"arch": arch, **options, "macs": count_flops(m), "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})
+            for m in models
+        ],
         out,
         tta=tta,
         classes=[f"class{i}" for i in range(10)],

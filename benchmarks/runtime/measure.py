@@ -11,7 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchmarks.runtime.ceiling import Ceiling, macs_per_image, matmul_gflops
 from benchmarks.runtime.inputs import cifar_jpegs, photo_jpeg
+from ml.tta import views
 from worker.runtime.images import decode_for_model
 from worker.runtime.predictor import Predictor
 
@@ -96,6 +98,24 @@ def layout_comparison(predictor: Predictor, one: torch.Tensor, args: argparse.Na
         )
 
 
+_matmul_rates: dict[torch.dtype, float | None] = {}
+
+
+def arithmetic(loaded, rate: float, args: argparse.Namespace) -> None:
+    """The bundle's arithmetic against the throughput of the first batch size (pre-decoded) and
+    against this CPU's matmul rate in the module's dtype (`benchmarks.runtime.ceiling`)."""
+    print(f"\n== arithmetic (batch {args.batches[0]}, pre-decoded)")
+    counted = None if loaded.tta is None else macs_per_image(loaded.manifest.members, loaded.tta)
+    if counted is None:
+        print("the manifest does not record every member's MACs and the TTA level: nothing to compare")
+        return
+    if loaded.dtype not in _matmul_rates:
+        _matmul_rates[loaded.dtype] = matmul_gflops(loaded.dtype)
+    ceiling = Ceiling(counted[0], counted[1], views(loaded.tta), rate, _matmul_rates[loaded.dtype])
+    for line in ceiling.lines(loaded.precision, args.target):
+        print(line)
+
+
 def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]:
     """Latency of one image and batched throughput for one predictor (one precision)."""
     module = predictor.load().module
@@ -144,7 +164,7 @@ def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]
     singles = timed(lambda: [predictor.predict([a]) for a in sample], max(1, args.batch_repeats), 1)
     single_rate = len(sample) / statistics.median(singles)
     print(f"{'baseline: predict one at a time (pre-decoded)':52s} {single_rate:9.1f} images/s (median)")
-    rate = 0.0
+    rate = predict_rate = 0.0
     for batch in args.batches:
         jp, ar = jpegs[:batch], arrays[:batch]
         predict_only = timed(lambda ar=ar: predictor.predict(ar), args.batch_repeats, 1)
@@ -167,5 +187,7 @@ def measure(predictor: Predictor, args: argparse.Namespace) -> dict[str, object]
                 f"{f'batch {batch}: predict in one pass of {batch}':52s} {med:9.1f} images/s (median);"
                 f" chunks of {chunk} = {chunked / med:4.2f}x that"
             )
-        rate = batch / statistics.median(full) if batch == args.batches[0] else rate
+        if batch == args.batches[0]:
+            rate, predict_rate = batch / statistics.median(full), batch / statistics.median(predict_only)
+    arithmetic(loaded, predict_rate, args)
     return {"precision": loaded.precision, "tta": loaded.tta, "one": one_cifar, "batch": args.batches[0], "rate": rate}
