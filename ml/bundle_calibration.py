@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ml.bundle_module import Ensemble, build_ensemble
+from ml.tta import views
 
 
 def ensemble_scores(ensemble: Ensemble, images: Any, batch_size: int = 500) -> dict[str, Any]:
@@ -100,23 +101,28 @@ def calibrate(
 
 
 def calibrate_levels(
-    members: list[tuple[nn.Module, dict[str, Any]]], level: int, images: Any, labels: Any, seed: int, batch_size: int
+    members: list[tuple[nn.Module, dict[str, Any]]],
+    levels: list[int],
+    images: Any,
+    labels: Any,
+    seed: int,
+    batch_size: int,
 ) -> dict[str, dict[str, float]]:
-    """For each TTA level below ``level`` (the runtime may switch to them, ``set_tta``): its own
-    temperature fitted on the fit half, and accuracy, ECE and NLL on the report half (as for the
-    exported level). Keys are the levels as strings (JSON)."""
+    """For each TTA level of ``levels`` (those besides the module's own that the runtime may
+    switch to, ``set_tta``): its own temperature fitted on the fit half, and accuracy, ECE and NLL
+    on the report half (as for the module's level). Keys are the levels as strings (JSON)."""
     from ml import calibration as cal
     from ml import metrics
 
     labels = np.asarray(labels)
     fit, rep = cal.half_split(labels, seed)
     rows = {}
-    for lower in range(level):
-        print(f"scoring TTA level {lower} (the runtime may switch to it)")
-        logits = ensemble_scores(build_ensemble(members, tta=lower), images, batch_size)["member_logits"]
+    for other in levels:
+        print(f"scoring TTA level {other} (the runtime may switch to it)")
+        logits = ensemble_scores(build_ensemble(members, tta=other), images, batch_size)["member_logits"]
         temperature = cal.fit_temperature(logits[:, fit], labels[fit])
         probs = cal.ensemble_probs(logits, temperature)
-        rows[str(lower)] = {
+        rows[str(other)] = {
             "temperature": temperature,
             "ece": metrics.calibration(probs[rep], labels[rep])["ece"],
             "nll": metrics.nll(probs[rep], labels[rep]),
@@ -178,14 +184,14 @@ def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, 
         lines += [
             "## TTA levels the runtime may switch to (`WORKER_TTA`)",
             "",
-            "Fewer views per image cost accuracy and buy images/s; each level has its own temperature, fitted "
-            "on the fit half (the thresholds below were chosen at the exported level).",
+            "Each level trades views per image (the model's arithmetic) against accuracy; each has its own temperature, fitted "
+            "on the fit half (the thresholds below were chosen at the module's own level).",
             "",
             "| TTA level | views per member | temperature | accuracy | ECE | NLL |",
             "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {k} | {(1, 2, 6)[int(k)]} | {r['temperature']:.3f} | {pct(r['accuracy'])} | {pct(r['ece'])} | {r['nll']:.4f} |"
+            f"| {k} | {views(int(k))} | {r['temperature']:.3f} | {pct(r['accuracy'])} | {pct(r['ece'])} | {r['nll']:.4f} |"
             for k, r in sorted(by_level.items())
         ]
         lines.append("")

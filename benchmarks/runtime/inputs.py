@@ -49,7 +49,16 @@ def random_bundle(directory: Path, arch: str, width: float | None = None, *, tta
     out = directory / arch
     export_bundle(
         [
-            (m, {"arch": arch, **options, "macs": count_flops(m), "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})
+            (
+                m,
+                {
+                    "arch": arch,
+                    **options,
+                    "macs": count_flops(m),
+                    "mean": [0.49, 0.48, 0.45],
+                    "std": [0.25, 0.24, 0.26],
+                },
+            )
             for m in models
         ],
         out,

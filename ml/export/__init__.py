@@ -9,7 +9,10 @@ The TorchScript module takes uint8 N x 3 x H x W RGB and returns N x C probabili
 normalises with each member's own mean and std, runs the members with test-time augmentation
 (``--tta 0|1|2``: none, mirror, mirror + one-pixel translations, `ml.tta`; ``--flip-tta`` is
 ``--tta 1``) averaging their logits, divides them by the temperature, softmaxes, and averages the
-members' probabilities. Two more exported methods: ``scores(images)`` (probabilities, per-member
+members' probabilities. ``--max-tta L`` (default: the ``--tta`` level) makes the module carry
+the levels up to L, each with its own fitted temperature: it still runs at ``--tta``, and the
+worker switches to any level up to L with ``WORKER_TTA`` (fewer views for images/s, more for
+accuracy; the report's calibration.md gives each level's accuracy, ECE and NLL). Two more exported methods: ``scores(images)`` (probabilities, per-member
 probabilities and logits, ``ood_score``) and ``explain(images, class_index=None, top_k=5)``
 (the same plus Grad-CAM maps of each member's ``cam_layer``, members' maps averaged); the
 worker calls ``explain`` when the module has it (worker/runtime/explain.py).

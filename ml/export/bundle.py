@@ -55,6 +55,7 @@ def export_bundle(
     weights: str = "float32",
     flip_tta: bool = False,
     tta: int | None = None,
+    max_tta: int | None = None,
     temperature: float = 1.0,
     temperatures: list[float] | None = None,
     command: str | None = None,
@@ -67,13 +68,19 @@ def export_bundle(
 
     Each ``info`` holds at least ``mean`` and ``std`` (0-1 scale) and is recorded in the manifest's
     ``members`` list (arch, params, metrics, checkpoint ...). ``tta`` is the level (0 none, 1
-    mirror, 2 mirror + one-pixel translations); ``flip_tta=True`` is level 1. The module gets
+    mirror, 2 mirror + one-pixel translations); ``flip_tta=True`` is level 1. ``max_tta`` (default
+    ``tta``): the highest level the module carries, ``temperatures`` holding one per level up to
+    it; the module runs at ``tta`` and the runtime may switch to any level up to ``max_tta``
+    (``extra["tta_levels"]``). The module gets
     the ``explain`` method when every member's model has a ``cam_layer``; ``manifest_fields`` sets
     optional manifest keys (calibration, uncertain, ood). ``weights="float16"`` stores the members'
     weights in half precision (the manifest says so and `load_bundle` converts them back); round
     the members first (`round_to_storage`) for the module to compute exactly what they do.
     """
     level = (1 if flip_tta else 0) if tta is None else int(tta)
+    top = level if max_tta is None else int(max_tta)
+    if top < level:
+        raise ValueError(f"max_tta {top} is below the module's TTA level {level}")
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not overwrite:
@@ -81,8 +88,9 @@ def export_bundle(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     ensemble = build_ensemble(
-        members, tta=level, temperature=temperature, temperatures=temperatures, input_size=input_size
+        members, tta=top, temperature=temperature, temperatures=temperatures, input_size=input_size
     )
+    ensemble.set_tta(level)  # its temperature too; scripting keeps the level the module runs at
     if weights not in WEIGHT_STORAGE:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_STORAGE)}, not {weights!r}")
     stored = ensemble
@@ -123,7 +131,7 @@ def export_bundle(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         command=command or " ".join(shlex.quote(a) for a in ["python", "-m", "ml", *sys.argv[1:]]),
         # tta: the level the module runs at; tta_levels: those the runtime may switch to (set_tta)
-        extra={**(extra or {}), "flip_tta": level >= 1, "tta": level, "tta_levels": list(range(level + 1))},
+        extra={**(extra or {}), "flip_tta": level >= 1, "tta": level, "tta_levels": list(range(top + 1))},
         explain=explain,
         precisions=module_precisions(module_path, input_size),
         weights=weights if weights != "float32" else None,
@@ -147,21 +155,23 @@ def export_int8(
 ) -> Manifest:
     """``--int8``: the int8 twin of the bundle's module (`ml.quantize`: each member quantised with
     the activation ranges of ``images`` training images, drawn with ``seed``, at the module's TTA
-    level and temperatures) as ``model-int8.pt``; the manifest gets its ``int8`` entry and "int8"
+    level and temperatures, switchable to the same levels) as ``model-int8.pt``; the manifest gets its ``int8`` entry and "int8"
     among its precisions, and is rewritten. Raises RuntimeError when the written module does not
     give probabilities."""
     from ml.quantize import CALIBRATION_IMAGES, ENGINE, calibration_images
 
     n = images or CALIBRATION_IMAGES
     level = int(manifest.extra.get("tta", 0))
+    top = max(manifest.extra.get("tta_levels") or [level])
     calibration = [calibration_images(calibration_data, info["mean"], info["std"], n, seed) for _, info in members]
     quantized = build_quantized_ensemble(
         members,
         calibration,
-        tta=level,
-        temperature=temperatures[level] if temperatures else 1.0,
+        tta=top,
+        temperature=temperatures[top] if temperatures else 1.0,
         temperatures=temperatures,
     )
+    quantized.set_tta(level)
     path = out_dir / INT8_MODULE_FILE
     torch.jit.script(quantized).save(str(path))
     with torch.inference_mode():

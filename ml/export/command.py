@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
     # ---------------------------------------------------------------- arguments, members, data
     parser, args = parse_arguments(argv)
     level = 1 if args.flip_tta else (args.tta or 0)
+    top = level if args.max_tta is None else args.max_tta  # the runtime may switch up to this level
     out = Path(args.out)
     try:
         inputs = load_inputs(args)
@@ -48,11 +49,11 @@ def main(argv: list[str]) -> None:
 
     with staged_folder(out) as stage:  # replaces out when this block ends without an exception
         # ------------------------------------------------------------ calibration and thresholds
-        calibration = Calibration() if args.no_report else calibrate_on_validation(inputs, level, args)
+        calibration = Calibration() if args.no_report else calibrate_on_validation(inputs, level, args, top=top)
 
         # ------------------------------------------------------------ the module and its manifest
         manifest = write_bundle(
-            stage, inputs, calibration, args, level=level, name=name, version=version, command=command
+            stage, inputs, calibration, args, level=level, top=top, name=name, version=version, command=command
         )
         params = sum(info["params"] for _, info in inputs.members)
 
@@ -86,15 +87,17 @@ def write_bundle(
     args: argparse.Namespace,
     *,
     level: int,
+    top: int,
     name: str,
     version: str,
     command: str,
 ) -> Manifest:
-    """`export_bundle` with the fitted temperature per TTA level and the manifest fields (none
-    with ``--no-report``), then the int8 module of ``--int8`` and the member files of ``--save-members``."""
+    """`export_bundle` with the fitted temperature per TTA level (0 .. ``top``) and the manifest
+    fields (none with ``--no-report``), then the int8 module of ``--int8`` and the member files of
+    ``--save-members``."""
     fields = calibration.fields
     temperatures = (
-        [fields["calibration"]["by_tta_level"][str(v)]["temperature"] for v in range(level + 1)] if fields else None
+        [fields["calibration"]["by_tta_level"][str(v)]["temperature"] for v in range(top + 1)] if fields else None
     )
     manifest = export_bundle(
         inputs.members,
@@ -105,6 +108,7 @@ def write_bundle(
         superclasses=inputs.loaded[0][2].get("superclasses"),
         weights=args.weights,
         tta=level,
+        max_tta=top,
         temperature=calibration.temperature,
         temperatures=temperatures,
         command=command,

@@ -1,7 +1,7 @@
 """What export fits on the validation split (unless ``--no-report``): the ensemble's scores on
 the validation and generated non-CIFAR images, then the temperature, the ``uncertain`` and OOD
-thresholds on the fit half (`ml.bundle_calibration.calibrate`) and one temperature per lower TTA
-level."""
+thresholds on the fit half (`ml.bundle_calibration.calibrate`) and one temperature per other TTA
+level the runtime may switch to."""
 
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ class Calibration:
     cal: dict[str, Any] | None = None
 
 
-def calibrate_on_validation(inputs: Inputs, level: int, args: argparse.Namespace) -> Calibration:
+def calibrate_on_validation(
+    inputs: Inputs, level: int, args: argparse.Namespace, *, top: int | None = None
+) -> Calibration:
     """Score the eager ensemble at TTA ``level``, fit on one seeded half of the validation split
-    and measure on the other; add the AUROC of the top probability and each level's temperature."""
+    and measure on the other; add the AUROC of the top probability and the temperature of every
+    other level up to ``top`` (default ``level``) the runtime may switch to."""
     from ml import ood
     from ml.calibration import ensemble_probs
     from ml.evaluate import describe_split
@@ -52,7 +55,8 @@ def calibrate_on_validation(inputs: Inputs, level: int, args: argparse.Namespace
     rep = cal["split"]["report"]
     cal["ood"]["auroc_msp"] = ood.auroc(1 - cal["probs"][rep].max(axis=1), 1 - gen_probs.max(axis=1))
     temperature, fields = cal["temperature"], summary_fields(cal)
-    by_level = calibrate_levels(members, level, dataset.images, dataset.labels, args.calibration_seed, args.batch_size)
+    others = [v for v in range((level if top is None else top) + 1) if v != level]
+    by_level = calibrate_levels(members, others, dataset.images, dataset.labels, args.calibration_seed, args.batch_size)
     by_level[str(level)] = {"temperature": temperature, **fields["calibration"]["after"]}
     fields["calibration"]["by_tta_level"] = by_level
     return Calibration(temperature=temperature, fields=fields, cal=cal)

@@ -46,6 +46,13 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.
     )
     parser.add_argument("--flip-tta", action="store_true", help="the same as --tta 1")
     parser.add_argument(
+        "--max-tta",
+        type=int,
+        choices=(0, 1, 2),
+        help="highest TTA level the module carries, with its own fitted temperature (default: --tta): the module "
+        "runs at --tta and the worker can switch to any level up to this one (WORKER_TTA)",
+    )
+    parser.add_argument(
         "--save-members",
         action="store_true",
         help="also write each member's weights (half precision) to <bundle>/members/, to re-export without training",
@@ -88,6 +95,9 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.
     args = parser.parse_args(argv)
     if args.flip_tta and args.tta not in (None, 1):
         parser.error("--flip-tta is --tta 1; do not combine it with another --tta")
+    level = 1 if args.flip_tta else (args.tta or 0)
+    if args.max_tta is not None and args.max_tta < level:
+        parser.error(f"--max-tta {args.max_tta} is below the module's TTA level {level}")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         parser.error(f"{out} exists; pass --overwrite to replace it")

@@ -258,6 +258,35 @@ def test_flip_tta_is_tta_1_and_conflicts_with_another_level(tiny, tmp_path, caps
     assert "--tta 1" in capsys.readouterr().err
 
 
+def test_max_tta_exports_a_module_at_one_level_that_switches_up_to_another(tmp_path, images):
+    """export_bundle(tta=1, max_tta=2): the module runs at level 1 with level 1's temperature and
+    switches to level 2 with level 2's, exactly as bundles exported at those levels."""
+    models = [trained_like(seed) for seed in range(2)]
+    members = [(m, {"arch": "resnet20", "mean": MEANS[i][0], "std": MEANS[i][1]}) for i, m in enumerate(models)]
+    temps = [0.7, 1.3, 2.1]
+    common = {"classes": CLASSES, "name": "t", "version": "t-1"}
+    export.export_bundle(members, tmp_path / "b", tta=1, max_tta=2, temperatures=temps, **common)
+    manifest = read_manifest(tmp_path / "b")
+    assert manifest.extra["tta"] == 1 and manifest.extra["tta_levels"] == [0, 1, 2] and manifest.extra["flip_tta"]
+    for level in (1, 2):
+        export.export_bundle(members, tmp_path / f"l{level}", tta=level, temperature=temps[level], **common)
+        expected = load_bundle(tmp_path / f"l{level}", precision="fp32").predict(images)
+        loaded = load_bundle(tmp_path / "b", precision="fp32", tta=None if level == 1 else level)
+        assert loaded.tta == level
+        torch.testing.assert_close(loaded.predict(images), expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="max_tta 0 is below the module's TTA level 1"):
+        export.export_bundle(members, tmp_path / "c", tta=1, max_tta=0, **common)
+
+
+def test_max_tta_below_the_module_level_is_a_usage_error(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        export.main(
+            [str(tiny["ckpts"][0]), "--out", str(tmp_path / "m"), "--tta", "2", "--max-tta", "1", "--no-report"]
+        )
+    assert "--max-tta 1 is below the module's TTA level 2" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_runtime_switches_to_a_lower_tta_level_with_its_own_temperature(tmp_path, images, monkeypatch):
     """A bundle exported at level 2 with one temperature per level, loaded with tta=0 or 1, gives
     exactly what a bundle exported at that level with that temperature gives."""

@@ -67,7 +67,7 @@ def test_int8_is_a_serving_precision_on_the_cpu_only():
 @pytest.fixture(scope="module")
 def int8_bundle(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "bundle"
-    export.main([*(str(p) for p in tiny["ckpts"]), "--out", str(out), "--flip-tta", "--int8"])
+    export.main([*(str(p) for p in tiny["ckpts"]), "--out", str(out), "--flip-tta", "--max-tta", "2", "--int8"])
     return out
 
 
@@ -96,13 +96,39 @@ def test_int8_bundle_predicts_like_fp32_and_explains_with_the_float_module(int8_
     p32, p8 = fp32.predict(images), int8.predict(images)
     torch.testing.assert_close(p8.sum(1), torch.ones(16), atol=1e-4, rtol=0)
     assert (p8 - p32).abs().max() < 0.2
-    # lower TTA levels switch on the int8 module as on the float one
+    # lower TTA levels switch on the int8 module as on the float one, and so does --max-tta's higher one
     assert load_bundle(int8_bundle, precision="int8", tta=0).tta == 0
+    assert load_bundle(int8_bundle, precision="int8", tta=2).tta == 2
     predictor = Predictor(int8_bundle, precision="int8")
     explained = predict_explained(predictor, list(images[:2].numpy()), top_k=2)
     assert all(e.heatmaps is not None and e.explainable for e in explained)
     scored = predict_explained(predictor, list(images[:2].numpy()), top_k=2, heatmaps=False)
     assert all(e.heatmaps is None for e in scored)
+
+
+def test_max_tta_carries_a_higher_level_with_its_own_fitted_temperature(int8_bundle):
+    """--flip-tta --max-tta 2: the module runs at level 1; level 2 has its own temperature, fitted
+    on the fit half like the others, and the runtime switched to it computes exactly that."""
+    from ml import calibration
+    from ml.evaluate import load_eval_data
+
+    manifest = read_manifest(int8_bundle)
+    assert manifest.extra["tta"] == 1 and manifest.extra["tta_levels"] == [0, 1, 2]
+    levels = manifest.calibration["by_tta_level"]
+    assert set(levels) == {"0", "1", "2"}
+    assert levels["1"]["temperature"] == manifest.calibration["temperature"]
+    data, _ = load_eval_data(manifest.members[0]["data"], "val")
+    images = torch.from_numpy(data.images)
+    fit, rep = calibration.half_split(data.labels, 0)
+    two = load_bundle(int8_bundle, precision="fp32", tta=2)
+    logits = two.module.scores(images)["member_logits"].double().numpy()
+    t2 = levels["2"]["temperature"]
+    nll = lambda t: calibration.metrics.nll(calibration.ensemble_probs(logits[:, fit], t), data.labels[fit])  # noqa: E731
+    assert nll(t2) <= min(nll(t2 * 1.05), nll(t2 / 1.05)) + 1e-9  # fitted at level 2, not copied from level 1
+    np.testing.assert_allclose(two.predict(images).double().numpy(), calibration.ensemble_probs(logits, t2), atol=1e-5)
+    probs = calibration.ensemble_probs(logits, t2)
+    assert levels["2"]["accuracy"] == pytest.approx(float((probs[rep].argmax(1) == data.labels[rep]).mean()))
+    assert "| 2 | 6 |" in (int8_bundle / "report" / "calibration.md").read_text()  # six views per member
 
 
 def test_int8_is_refused_with_a_message_that_says_what_to_do(int8_bundle, tiny, tmp_path):
