@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ml import torchscript
 from ml.bundle_module import build_ensemble, build_quantized_ensemble, cam_layer_of
 from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
 
@@ -98,7 +99,7 @@ def export_bundle(
         stored = copy.deepcopy(ensemble)  # the eager members stay float32 (explain's shapes, --int8)
         for member in stored.members:
             member.tta.model.half()
-    scripted = torch.jit.script(stored)
+    scripted = torchscript.script(stored)
     module_path = out_dir / DEFAULT_MODULE_FILE
     scripted.save(str(module_path))
     layers = [cam_layer_of(model) for model, _ in members]
@@ -173,7 +174,7 @@ def export_int8(
     )
     quantized.set_tta(level)
     path = out_dir / INT8_MODULE_FILE
-    torch.jit.script(quantized).save(str(path))
+    torchscript.script(quantized).save(str(path))
     with torch.inference_mode():
         probs = torch.jit.load(str(path)).eval()(torch.zeros(2, 3, *manifest.input_size, dtype=torch.uint8))
     if not (bool(torch.isfinite(probs).all()) and torch.allclose(probs.sum(1), torch.ones(2), atol=1e-3)):

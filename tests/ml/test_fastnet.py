@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ml import precision as prec
+from ml import torchscript
 from ml.checkpoint import load_model
 from ml.models import FastNet, WhiteningConv, build_model, count_parameters
 from ml.speedrun import SpeedrunConfig, alternating_flip, main, triangle
@@ -81,7 +82,7 @@ def test_tta_levels() -> None:
         expected = 0.5 * mirror + 0.25 * sum(0.5 * (model(s) + model(s.flip(3))) for s in shifted)
         level2 = TestTimeAugment(model, 2)
         assert torch.allclose(level2(x), expected, atol=1e-5)
-        assert torch.allclose(torch.jit.script(level2)(x), expected, atol=1e-5)
+        assert torch.allclose(torchscript.script(level2)(x), expected, atol=1e-5)
     with pytest.raises(ValueError, match="TTA level"):
         TestTimeAugment(model, 3)
 

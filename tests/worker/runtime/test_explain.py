@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ml import export
+from ml import export, torchscript
 from ml.models import build_model
 from worker.runtime import pictures
 from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
@@ -116,7 +116,7 @@ def test_bundle_without_explain_still_predicts(tmp_path, images):
 
     out = tmp_path / "old"
     out.mkdir()
-    torch.jit.script(OldStyle(build_model("resnet20", num_classes=10, width=0.25).eval())).save(
+    torchscript.script(OldStyle(build_model("resnet20", num_classes=10, width=0.25).eval())).save(
         str(out / DEFAULT_MODULE_FILE)
     )
     write_manifest(
