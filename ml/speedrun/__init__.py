@@ -40,8 +40,9 @@ from __future__ import annotations
 # lookahead, augmentation, TTA evaluation), summary (mean ± std and time to accuracy over seeds),
 # cli (the command). The names below are its interface.
 from ml.speedrun.cli import main
+from ml.speedrun.config import SpeedrunConfig
 from ml.speedrun.recipe import Lookahead, alternating_flip, augment, evaluate_logits, nesterov_sgd, set_lr, triangle
-from ml.speedrun.run import SpeedrunConfig, load_split, train_one
+from ml.speedrun.run import load_split, train_one
 from ml.speedrun.summary import mean_std, print_summary, summarise
 
 __all__ = [

@@ -10,7 +10,8 @@ import torch
 from ml import precision as prec
 from ml.config import config_from_argv
 from ml.runs import pick_device
-from ml.speedrun.run import SpeedrunConfig, load_split, train_one
+from ml.speedrun.config import SpeedrunConfig
+from ml.speedrun.run import load_split, train_one
 from ml.speedrun.summary import print_summary, summarise
 
 

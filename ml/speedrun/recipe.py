@@ -4,19 +4,15 @@ with test-time augmentation."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ml.augment import cutout, random_crop
+from ml.speedrun.config import SpeedrunConfig
 from ml.train import infer
 from ml.tta import TestTimeAugment
-
-if TYPE_CHECKING:
-    from ml.speedrun.run import SpeedrunConfig
 
 
 # ============================================================================= optimiser and schedule
