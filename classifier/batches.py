@@ -1,8 +1,8 @@
 """Services for a batch of jobs: the worker's micro-batching path (one forward pass per batch).
 
 ``classification_process_batch(classification_ids=[...])`` is `services.classification_process`
-for several jobs at once: one transaction marks them all running (with the same rules as
-`services.classification_start`: finished jobs are skipped, jobs out of attempts end failed,
+for several jobs at once: one transaction marks them all running
+(`lifecycle.classifications_start`: finished jobs are skipped, jobs out of attempts end failed,
 a job found ``running`` is taken over), then each image is read and decoded on its own, the
 model runs once (`worker.runtime.batching.predict_batch`, the bundle's plain ``scores`` pass),
 and one transaction records every result (one guarded UPDATE per job). A job whose image is
@@ -23,10 +23,10 @@ from django.db import transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from classifier import explanations, services
+from classifier import explanations, lifecycle
 from classifier.evaluation import challenger
 from classifier.evaluation import services as evaluation
-from classifier.explanations import heatmaps
+from classifier.explanations import maps
 from classifier.models import Classification
 from worker.runtime.images import ImageRejected
 
@@ -38,48 +38,6 @@ Status = Classification.Status
 MISSING_IMAGE = "The uploaded image is missing from storage."
 
 
-def update_rows(rows: Sequence[Classification], fields: Sequence[str]) -> None:
-    """Write ``fields`` of each row, in the caller's transaction: one ``UPDATE ... WHERE id IN
-    (...)`` per distinct set of values (the start of a batch: status, attempt and time are
-    usually the same for every job). Django's ``bulk_update`` (one statement with a CASE per
-    field) costs more in Python than it saves in round trips: 4.4 ms for one row and 22 ms for
-    16 against 0.8 and 10.7 ms one row at a time, measured on the 2-core dev machine against its
-    local PostgreSQL."""
-    columns = [Classification._meta.get_field(name).attname for name in fields]
-    groups: dict[tuple, list] = {}
-    for row in rows:
-        groups.setdefault(tuple(getattr(row, column) for column in columns), []).append(row.pk)
-    for values, pks in groups.items():
-        Classification.objects.filter(pk__in=pks).update(**dict(zip(columns, values, strict=True)))
-
-
-@transaction.atomic
-def classifications_start_many(*, classification_ids: Sequence[uuid.UUID | str]) -> list[Classification]:
-    """Mark the unfinished jobs among the ids running (one transaction); return those started, in id order given."""
-    rows = {str(c.id): c for c in Classification.objects.select_for_update().filter(id__in=list(classification_ids))}
-    now = timezone.now()
-    max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
-    started: list[Classification] = []
-    for job_id in dict.fromkeys(str(i) for i in classification_ids):
-        classification = rows.get(job_id)
-        if classification is None or classification.status in services.FINISHED:
-            continue
-        if classification.attempts >= max_attempts:
-            reason = classification.error or services.WORKER_STOPPED
-            services._fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
-            continue
-        if classification.status == Status.RUNNING and not classification.error:
-            classification.error = services.WORKER_STOPPED  # the previous attempt never reported back
-        classification.status = Status.RUNNING
-        classification.attempts += 1
-        classification.started_at = now
-        started.append(classification)
-    update_rows(started, ["status", "attempts", "started_at", "error"])
-    for classification in started:
-        services._notify(classification)
-    return started
-
-
 @transaction.atomic
 def classifications_finish_many(
     *,
@@ -89,7 +47,7 @@ def classifications_finish_many(
     explained: dict[str, ExplainedPrediction] | None = None,
 ) -> list[Classification]:
     """Record the predictions (best first) or failure message of each of ``rows`` (the jobs
-    `classifications_start_many` started) that has one in ``results``; returns those recorded.
+    `lifecycle.classifications_start` started) that has one in ``results``; returns those recorded.
 
     Each job is one ``UPDATE ... WHERE id = %s AND status = 'running'``: a job the sweeper gave up
     on meanwhile, or that another worker finished, is left alone and not returned. (A SELECT ...
@@ -139,7 +97,7 @@ def classifications_finish_many(
         pairs=[(c, explained[str(c.id)]) for c in finished if c.status == Status.DONE and str(c.id) in explained]
     )
     for classification in finished:
-        services._notify(classification)
+        lifecycle.notify(classification)
         if classification.status == Status.DONE:  # the challenger runs after the commit, off the user's path
             challenger.challenger_schedule(classification_id=classification.id)
     return finished
@@ -162,10 +120,10 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
     from worker.runtime.batching import predict_batch
     from worker.runtime.predictor import get_predictor
 
-    started = classifications_start_many(classification_ids=classification_ids)
+    started = lifecycle.classifications_start(classification_ids=classification_ids)
     if not started:
         return {}
-    services._test_delay()
+    lifecycle.delay_for_tests()
     results: dict[str, list[tuple[str, float]] | str] = {}
     readable: list[Classification] = []
     images: list[bytes] = []
@@ -202,7 +160,7 @@ def classification_process_batch(*, classification_ids: Sequence[uuid.UUID | str
         for c in finished
         if c.status == Status.DONE
         and str(c.id) in explained
-        and heatmaps.initial_status(c, explained[str(c.id)]) == heatmaps.HeatmapsStatus.PENDING
+        and maps.initial_status(c, explained[str(c.id)]) == maps.HeatmapsStatus.PENDING
     ]
     if wanted:
         explanations.heatmaps_compute(predictor=predictor, jobs=wanted)

@@ -4,13 +4,13 @@ Life of a job: ``classification_create`` stores the image and thumbnail under th
 commits the row as ``queued`` and enqueues the task on commit. The worker calls
 ``classification_process``, which is ``classification_start`` (queued/running -> running, counts
 the attempt), inference, then ``classification_complete`` or ``classification_fail``. A finished
-job (done/failed) is never changed again, so a redelivered task is harmless.
+job (done/failed) is never changed again, so a redelivered task is harmless. The rules of those
+transitions, shared with the worker's batch path, are classifier/lifecycle.py.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import timedelta
 
@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from classifier import push
+from classifier import lifecycle
 from classifier.errors import ApplicationError
 from classifier.evaluation import challenger
 from classifier.evaluation import services as evaluation
@@ -32,22 +32,13 @@ from worker.runtime.images import ImageRejected, prepare_upload
 logger = logging.getLogger(__name__)
 
 Status = Classification.Status
-FINISHED = (Status.DONE, Status.FAILED)
-# The reason recorded when an attempt ended without the task saying why (the process was killed,
-# ran out of memory or hit the hard time limit).
-WORKER_STOPPED = "the worker process stopped before finishing (killed, out of memory or over the time limit)"
+FINISHED = lifecycle.FINISHED
 
 
 # Messages the upload page also shows before sending (static/js/upload.js fills in the numbers
 # with the same formatting as _format_bytes), so a refusal reads the same in the browser and here.
 MSG_FILE_TOO_LARGE = "The file is {size}; the limit is {limit}. Please upload a smaller image."
 MSG_EMPTY_FILE = "The file is empty. Please choose an image file."
-
-
-def _notify(classification: Classification) -> None:
-    """Push the job's new status to its waiters once this transaction commits (classifier.push)."""
-    job_id, status = classification.id, classification.status
-    transaction.on_commit(lambda: push.publish(job_id, status))
 
 
 def _format_bytes(n: int) -> str:
@@ -175,30 +166,15 @@ def classification_delete_many(*, owner, ids: list[uuid.UUID]) -> int:
     return len(rows)
 
 
-@transaction.atomic
 def classification_start(*, classification_id: uuid.UUID | str) -> Classification | None:
     """Mark the job running and count the attempt; None when there is nothing to do.
 
     A finished job is left alone (a redelivered message changes nothing). A job already
     ``running`` is taken over: its worker died or its message came back after a timeout.
-    A job past CLASSIFICATION_MAX_ATTEMPTS ends failed with the reason.
+    A job past CLASSIFICATION_MAX_ATTEMPTS ends failed with the reason (classifier/lifecycle.py).
     """
-    classification = Classification.objects.select_for_update().filter(id=classification_id).first()
-    if classification is None or classification.status in FINISHED:
-        return None
-    max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
-    if classification.attempts >= max_attempts:
-        reason = classification.error or WORKER_STOPPED
-        _fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
-        return None
-    if classification.status == Status.RUNNING and not classification.error:
-        classification.error = WORKER_STOPPED  # the previous attempt never reported back
-    classification.status = Status.RUNNING
-    classification.attempts += 1
-    classification.started_at = timezone.now()
-    classification.save(update_fields=["status", "attempts", "started_at", "error"])
-    _notify(classification)
-    return classification
+    started = lifecycle.classifications_start(classification_ids=[classification_id])
+    return started[0] if started else None
 
 
 @transaction.atomic
@@ -222,17 +198,9 @@ def classification_complete(
     classification.error = ""
     classification.finished_at = timezone.now()
     classification.save()
-    _notify(classification)
+    lifecycle.notify(classification)
     challenger.challenger_schedule(classification_id=classification.id)  # runs after the commit, off the user's path
     return classification
-
-
-def _fail(classification: Classification, message: str) -> None:
-    classification.status = Status.FAILED
-    classification.error = message
-    classification.finished_at = timezone.now()
-    classification.save(update_fields=["status", "error", "finished_at"])
-    _notify(classification)
 
 
 @transaction.atomic
@@ -241,7 +209,7 @@ def classification_fail(*, classification_id: uuid.UUID | str, message: str) -> 
     classification = Classification.objects.select_for_update().filter(id=classification_id).first()
     if classification is None or classification.status in FINISHED:
         return None
-    _fail(classification, message)
+    lifecycle.fail(classification, message)
     return classification
 
 
@@ -249,13 +217,6 @@ def classification_fail(*, classification_id: uuid.UUID | str, message: str) -> 
 def classification_note_error(*, classification_id: uuid.UUID | str, message: str) -> None:
     """Remember why an attempt did not finish (the job stays unfinished and will be tried again)."""
     Classification.objects.filter(id=classification_id).exclude(status__in=FINISHED).update(error=message)
-
-
-def _test_delay() -> None:
-    # Test-only: defined only in webapp.settings.test, so that end-to-end tests can stop a worker mid-task.
-    delay = getattr(settings, "WORKER_TEST_DELAY_SECONDS", 0.0)
-    if delay:
-        time.sleep(delay)
 
 
 def classification_process(*, classification_id: uuid.UUID | str) -> Classification | None:
@@ -284,15 +245,12 @@ def classifications_requeue_stuck(*, older_than: timedelta | None = None) -> dic
         )
     )
     requeued = failed = 0
-    max_attempts = settings.CLASSIFICATION_MAX_ATTEMPTS
     for classification in stuck:
-        if classification.attempts >= max_attempts:
-            reason = classification.error or WORKER_STOPPED
-            _fail(classification, f"Gave up after {classification.attempts} attempts. Last problem: {reason}")
+        if lifecycle.out_of_attempts(classification):
             failed += 1
             continue
         if classification.status == Status.RUNNING and not classification.error:
-            classification.error = WORKER_STOPPED
+            classification.error = lifecycle.WORKER_STOPPED
         classification.status = Status.QUEUED
         classification.last_enqueued_at = timezone.now()
         classification.save(update_fields=["status", "error", "last_enqueued_at"])

@@ -30,25 +30,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from classifier.explanations.maps import HeatmapsStatus, quantised
 from classifier.models import Classification, Explanation
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from worker.runtime.explain import ExplainedPrediction
     from worker.runtime.predictor import Predictor
 
 logger = logging.getLogger(__name__)
-HeatmapsStatus = Explanation.HeatmapsStatus
-
-
-def initial_status(classification: Classification, result: ExplainedPrediction) -> str:
-    """The heatmaps status of an explanation stored with its answer."""
-    if result.heatmaps:
-        return HeatmapsStatus.READY
-    if not result.explainable:
-        return HeatmapsStatus.UNAVAILABLE
-    return HeatmapsStatus.PENDING if classification.heatmaps_requested else HeatmapsStatus.NOT_REQUESTED
 
 
 def _notify(classification_id: uuid.UUID | str) -> None:
@@ -62,7 +52,6 @@ def heatmaps_compute(*, predictor: Predictor, jobs: Sequence[tuple[Classificatio
     """Grad-CAM for finished jobs whose maps are pending (one explain pass for all of them, for
     the classes of their stored top-k), stored and pushed. Returns how many were stored. An
     explain that fails marks the maps unavailable (logged); it never touches the answers."""
-    from classifier.explanations.services import quantised
     from worker.runtime.explain import predict_explained
 
     jobs = [(c, a) for c, a in jobs if c.predictions]

@@ -6,12 +6,13 @@ the heatmaps follow, classifier/explanations/heatmaps.py)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from classifier.explanations.maps import initial_status, quantised
 from classifier.models import Classification, Explanation
 from worker.runtime.pictures import model_input_png
 
@@ -42,23 +43,7 @@ def predict(
         ]
 
 
-def quantised(heatmaps: dict[str, np.ndarray] | None) -> dict[str, Any]:
-    if not heatmaps:
-        return {}
-    maps, peaks, size = {}, {}, None
-    for label, values in heatmaps.items():
-        v = np.asarray(values, dtype=np.float64)
-        size = list(v.shape)
-        peak = float(v.max()) if v.size else 0.0
-        maps[label] = (np.round(v / peak * 255) if peak > 0 else np.zeros_like(v)).astype(int).ravel().tolist()
-        peaks[label] = peak
-    # JSON objects lose their key order in PostgreSQL's jsonb: the best-first order is kept apart
-    return {"size": size, "labels": list(maps), "maps": maps, "peak": peaks}
-
-
 def _explanation(classification: Classification, result: ExplainedPrediction) -> Explanation:
-    from classifier.explanations.heatmaps import initial_status
-
     status = initial_status(classification, result)
     return Explanation(
         classification=classification,

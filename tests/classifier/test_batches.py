@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from classifier import batches, push, services
+from classifier import batches, lifecycle, push
 from classifier.evaluation import services as evaluation
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
@@ -76,7 +76,7 @@ def test_a_batch_starts_with_one_update_for_the_jobs_that_change_alike():
     # found running with no reason: its previous attempt never reported back, so it gets one
     taken_over = ClassificationFactory(status=Status.RUNNING, attempts=1)
     with CaptureQueriesContext(connection) as queries:
-        started = batches.classifications_start_many(classification_ids=[c.id for c in [*fresh, taken_over]])
+        started = lifecycle.classifications_start(classification_ids=[c.id for c in [*fresh, taken_over]])
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
     assert len(started) == 5 and len(updates) == 2  # the four fresh jobs in one statement, the other alone
     for c in fresh:
@@ -84,7 +84,7 @@ def test_a_batch_starts_with_one_update_for_the_jobs_that_change_alike():
         assert (c.status, c.attempts, c.error) == (Status.RUNNING, 1, "") and c.started_at is not None
     taken_over.refresh_from_db()
     assert (taken_over.status, taken_over.attempts) == (Status.RUNNING, 2)
-    assert taken_over.error == services.WORKER_STOPPED
+    assert taken_over.error == lifecycle.WORKER_STOPPED
 
 
 def test_finished_and_unknown_jobs_are_left_alone(tiny_bundle, media_root, forward_passes):
@@ -140,7 +140,7 @@ def test_every_change_is_pushed_on_commit(tiny_bundle, media_root, monkeypatch, 
 
 def test_a_job_given_up_while_the_model_ran_is_left_as_the_sweeper_left_it(tiny_bundle, media_root):
     a, b = ClassificationFactory(), ClassificationFactory()
-    started = batches.classifications_start_many(classification_ids=[a.id, b.id])
+    started = lifecycle.classifications_start(classification_ids=[a.id, b.id])
     # meanwhile the sweeper ended b (out of attempts); the batch's results arrive after that
     Classification.objects.filter(id=b.id).update(status=Status.FAILED, error="Gave up after 3 attempts.")
     results = {str(a.id): [("cat", 0.9), ("dog", 0.1)], str(b.id): [("cat", 0.8), ("dog", 0.2)]}

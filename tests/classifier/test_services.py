@@ -10,7 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from classifier import services
+from classifier import lifecycle, services
 from classifier.errors import ApplicationError
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory, UserFactory
@@ -256,4 +256,4 @@ def test_taking_over_a_running_job_records_that_the_last_attempt_stopped(media_r
     c = ClassificationFactory(status=Status.RUNNING, attempts=1)
     again = services.classification_start(classification_id=c.id)
     assert again.attempts == 2 and again.status == Status.RUNNING
-    assert again.error == services.WORKER_STOPPED
+    assert again.error == lifecycle.WORKER_STOPPED

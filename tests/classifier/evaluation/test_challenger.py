@@ -71,7 +71,7 @@ def test_no_challenger_configured_schedules_nothing(bundles, settings, django_ca
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         job_services.classification_process(classification_id=job.id)
     assert [c for c in callbacks if "challenger_schedule" in c.__qualname__] == []  # push notifications only
-    assert callbacks and all("_notify" in c.__qualname__ for c in callbacks)
+    assert callbacks and all("notify" in c.__qualname__ for c in callbacks)
     assert not ShadowPrediction.objects.exists()
 
 
