@@ -17,7 +17,7 @@ import uuid
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from classifier import push
+from classifier import dispatch, push
 
 
 def frame_key(frame_id: str) -> str:
@@ -46,10 +46,11 @@ def frame_answer(*, frame_id: str, data: bytes) -> None:
 
 
 def _enqueue(frame_id: str, data: bytes) -> None:
-    from worker.tasks import classify_frame  # lazy, as services.enqueue_classification
-
-    classify_frame.apply_async(
-        args=[frame_id, base64.b64encode(data).decode("ascii")], expires=settings.FRAME_TIMEOUT_SECONDS
+    dispatch.send(
+        dispatch.CLASSIFY_FRAME,
+        frame_id,
+        base64.b64encode(data).decode("ascii"),
+        expires=settings.FRAME_TIMEOUT_SECONDS,
     )
 
 

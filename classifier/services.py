@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from classifier import lifecycle
+from classifier import dispatch, lifecycle
 from classifier.errors import ApplicationError
 from classifier.evaluation import challenger
 from classifier.evaluation import services as evaluation
@@ -71,10 +71,8 @@ def _read_upload(upload: UploadedFile) -> bytes:
 def enqueue_classification(classification_id: uuid.UUID | str) -> bool:
     """Put the job on the queue. A broker that is down is logged, not raised: the row stays
     ``queued`` and the sweeper (``requeue_stuck``) sends it again later."""
-    from worker.tasks import classify  # the Celery side imports services, not the other way round at import time
-
     try:
-        classify.delay(str(classification_id))
+        dispatch.send(dispatch.CLASSIFY, str(classification_id))
     except Exception:  # kombu raises OperationalError and friends; no upload may be lost over it
         logger.exception("could not enqueue classification %s; the sweeper will retry", classification_id)
         return False

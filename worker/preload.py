@@ -2,7 +2,8 @@
 that its first requests are not the slow ones.
 
 * `preload_upload_path`, in every mode: import what the first upload would import (the Celery app
-  and task module, kombu's Redis transport, Pillow's decoders; no torch) and start this process's
+  that `classifier.dispatch` sends by, kombu's Redis transport, Pillow's decoders; no torch, and
+  in services mode not the task module either: the web sends tasks by name) and start this process's
   push listener (`classifier.push.start_listener`). Measured in one process against the local
   PostgreSQL and Redis (Django's test client, production settings, after one listing request):
   the first upload took 299-309 ms before, 73-76 ms after, the following ones 15-26 ms; most of
@@ -42,13 +43,13 @@ def preload_upload_path() -> None:
     """Import the upload's lazy imports and start the push listener (see the module docstring)."""
     from PIL import Image
 
-    import worker.tasks  # the Celery app and task; it imports no torch
     from classifier import push
+    from worker.celery import app  # the Celery app; it imports no torch
 
     Image.init()  # every decoder plugin, registered on the first open otherwise
-    worker.tasks.app.amqp  # noqa: B018  (the task-message machinery: kombu; no connection yet)
-    worker.tasks.app.backend  # noqa: B018  (the result backend, which .delay() reads)
-    with worker.tasks.app.connection_for_write() as connection:
+    app.amqp  # noqa: B018  (the task-message machinery: kombu; no connection yet)
+    app.backend  # noqa: B018  (the result backend, which send_task reads)
+    with app.connection_for_write() as connection:
         connection.transport  # noqa: B018  (the broker's kombu transport module; connects to nothing)
     push.start_listener()
 
@@ -61,7 +62,7 @@ def preload_model_if_in_process() -> bool:
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         return False  # a separate worker process runs the tasks and loads the model itself
     start = time.perf_counter()
-    import worker.tasks  # noqa: F401  (the Celery app and task, imported by the first enqueue otherwise)
+    import worker.tasks  # noqa: F401  (the tasks this process runs, imported by the first send otherwise)
     from worker.runtime.predictor import get_predictor
 
     try:

@@ -14,6 +14,7 @@ import uuid
 from django.conf import settings
 from django.db import transaction
 
+from classifier import dispatch
 from classifier.evaluation.models import ShadowPrediction
 from classifier.evaluation.services import Alias, model_version_seen
 from classifier.models import Classification
@@ -22,10 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def _enqueue_challenger(classification_id: str) -> None:
-    from worker.tasks import challenge  # lazy, like enqueue_classification: the worker imports services
-
     try:
-        challenge.apply_async(args=[classification_id], queue=settings.CHALLENGER_QUEUE)
+        dispatch.send(dispatch.CHALLENGE, classification_id, queue=settings.CHALLENGER_QUEUE)
     except Exception:  # a broker problem must never touch the champion's result
         logger.exception("could not enqueue the challenger for classification %s", classification_id)
 

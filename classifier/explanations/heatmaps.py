@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from classifier import dispatch
 from classifier.explanations.maps import HeatmapsStatus, quantised
 from classifier.models import Classification, Explanation
 
@@ -123,10 +124,8 @@ def heatmaps_process(*, classification_id: uuid.UUID | str) -> Explanation | Non
 
 # ----------------------------------------------------------------------------- asking for them
 def _enqueue(classification_id: uuid.UUID | str) -> None:
-    from worker.tasks import explain
-
     try:
-        explain.delay(str(classification_id))
+        dispatch.send(dispatch.EXPLAIN, str(classification_id))
     except Exception:  # the broker is down: the sweeper asks again later
         logger.exception("could not enqueue the heatmaps of %s; the sweeper will retry", classification_id)
 

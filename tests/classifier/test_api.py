@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from classifier import dispatch
 from classifier.models import Classification
 from tests.classifier.factories import PASSWORD, ClassificationFactory, UserFactory
 from tests.conftest import bad_uploads, files_under, make_image_bytes
@@ -92,7 +93,7 @@ def test_token_endpoint_wrong_password_is_400(user):
 def test_post_image_returns_202_with_id_and_url_and_queues(
     client, user, media_root, django_capture_on_commit_callbacks
 ):
-    with mock.patch("worker.tasks.classify.delay") as delay:
+    with mock.patch("classifier.dispatch.send") as send:
         with django_capture_on_commit_callbacks(execute=True):
             response = client.post(LIST_URL, {"image": image_upload()}, format="multipart")
     assert response.status_code == 202, response.content
@@ -104,7 +105,7 @@ def test_post_image_returns_202_with_id_and_url_and_queues(
     assert body["status"] == "queued"
     assert body["original_filename"] == "cat.png"
     assert c.owner == user
-    delay.assert_called_once_with(str(c.id))
+    send.assert_called_once_with(dispatch.CLASSIFY, str(c.id))
 
 
 def test_post_then_get_gives_the_real_prediction(client, tiny_bundle, media_root, django_capture_on_commit_callbacks):
@@ -343,11 +344,11 @@ def test_post_with_the_broker_down_still_returns_202_and_keeps_the_job(
 ):
     from kombu.exceptions import OperationalError
 
-    with mock.patch("worker.tasks.classify.delay", side_effect=OperationalError("Error 111 connecting")) as delay:
+    with mock.patch("classifier.dispatch.send", side_effect=OperationalError("Error 111 connecting")) as send:
         with django_capture_on_commit_callbacks(execute=True):
             response = client.post(LIST_URL, {"image": image_upload()}, format="multipart")
     assert response.status_code == 202
-    assert delay.called
+    assert send.called
     c = Classification.objects.get()
     assert c.status == Status.QUEUED
     assert files_under(media_root) == sorted([c.image.name, c.thumbnail.name])

@@ -29,7 +29,7 @@ def test_each_image_gets_its_job_and_a_bad_file_only_its_own_error(
     api, user, media_root, django_capture_on_commit_callbacks
 ):
     files = [image("a.png"), image("b.jpg"), image("broken.jpg", bad_uploads()["truncated"]), image("c.webp")]
-    with mock.patch("worker.tasks.classify.delay") as delay:
+    with mock.patch("classifier.dispatch.send") as send:
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
             response = api.post(BATCH_URL, {"images": files}, format="multipart")
     assert response.status_code == 202, response.content
@@ -47,7 +47,7 @@ def test_each_image_gets_its_job_and_a_bad_file_only_its_own_error(
     rows = Classification.objects.filter(owner=user)
     assert {str(c.id) for c in rows} == {g["id"] for g in good}
     assert len(callbacks) == 3  # queued after one commit, one task per accepted image
-    assert sorted(call.args[0] for call in delay.call_args_list) == sorted(g["id"] for g in good)
+    assert sorted(call.args[1] for call in send.call_args_list) == sorted(g["id"] for g in good)
     assert len(files_under(media_root)) == 6  # image and thumbnail of each accepted file, nothing of the bad one
 
 

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from classifier import dispatch
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
 
@@ -23,11 +24,11 @@ def test_requeue_stuck_command(media_root, django_capture_on_commit_callbacks, s
     spent = ClassificationFactory(status=Classification.Status.RUNNING, started_at=old, attempts=2)
     recent = ClassificationFactory()
     out = io.StringIO()
-    with mock.patch("worker.tasks.classify.delay") as delay:
+    with mock.patch("classifier.dispatch.send") as send:
         with django_capture_on_commit_callbacks(execute=True):
             call_command("requeue_stuck", "--older-than", "600", stdout=out)
     assert out.getvalue().strip() == "requeued 1, failed 1"
-    delay.assert_called_once_with(str(stuck.id))
+    send.assert_called_once_with(dispatch.CLASSIFY, str(stuck.id))
     spent.refresh_from_db()
     recent.refresh_from_db()
     assert spent.status == Classification.Status.FAILED and "2 attempts" in spent.error

@@ -10,7 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from classifier import lifecycle, services
+from classifier import dispatch, lifecycle, services
 from classifier.errors import ApplicationError
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory, UserFactory
@@ -33,11 +33,11 @@ def test_create_stores_image_and_thumbnail_under_uuid_and_enqueues_on_commit(
     fmt, media_root, django_capture_on_commit_callbacks
 ):
     user = UserFactory()
-    with mock.patch("worker.tasks.classify.delay") as delay:
+    with mock.patch("classifier.dispatch.send") as send:
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
             c = services.classification_create(owner=user, upload=upload(make_image_bytes(fmt), f"cat.{fmt}"))
     assert len(callbacks) == 1
-    delay.assert_called_once_with(str(c.id))
+    send.assert_called_once_with(dispatch.CLASSIFY, str(c.id))
     c.refresh_from_db()
     assert c.status == Status.QUEUED
     assert c.owner == user
@@ -104,7 +104,7 @@ def test_create_messages_say_what_is_wrong(media_root):
 def test_broker_down_at_enqueue_keeps_the_job_queued(media_root, django_capture_on_commit_callbacks, caplog):
     from kombu.exceptions import OperationalError
 
-    with mock.patch("worker.tasks.classify.delay", side_effect=OperationalError("Connection refused")):
+    with mock.patch("classifier.dispatch.send", side_effect=OperationalError("Connection refused")):
         with django_capture_on_commit_callbacks(execute=True):
             c = services.classification_create(owner=UserFactory(), upload=upload(make_image_bytes("png")))
     c.refresh_from_db()
@@ -238,11 +238,11 @@ def test_requeue_stuck(settings, media_root, django_capture_on_commit_callbacks)
     exhausted = ClassificationFactory(status=Status.RUNNING, started_at=old, attempts=3, error="Out of memory")
     fresh = ClassificationFactory()
     done = ClassificationFactory(done=True, last_enqueued_at=old)
-    with mock.patch("worker.tasks.classify.delay") as delay:
+    with mock.patch("classifier.dispatch.send") as send:
         with django_capture_on_commit_callbacks(execute=True):
             counts = services.classifications_requeue_stuck(older_than=timedelta(minutes=10))
     assert counts == {"requeued": 2, "failed": 1}
-    assert sorted(call.args[0] for call in delay.call_args_list) == sorted([str(queued_old.id), str(running_old.id)])
+    assert sorted(call.args[1] for call in send.call_args_list) == sorted([str(queued_old.id), str(running_old.id)])
     for row in (queued_old, running_old, exhausted, fresh, done):
         row.refresh_from_db()
     assert queued_old.status == Status.QUEUED and queued_old.last_enqueued_at > old

@@ -13,7 +13,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from classifier import batches
+from classifier import batches, dispatch
 from classifier.models import Classification
 from tests.classifier.factories import ClassificationFactory
 from worker.celery import app
@@ -119,10 +119,10 @@ def test_retries_are_bounded_then_the_job_fails(media_root):
 def test_requeue_stuck_task(media_root, django_capture_on_commit_callbacks, settings):
     settings.CLASSIFICATION_STUCK_AFTER_SECONDS = 60
     c = ClassificationFactory(last_enqueued_at=timezone.now() - timedelta(minutes=5))
-    with mock.patch("worker.tasks.classify.delay") as delay:
+    with mock.patch("classifier.dispatch.send") as send:
         with django_capture_on_commit_callbacks(execute=True):
             assert run(requeue_stuck).result == {"requeued": 1, "failed": 0, "heatmaps": 0}
-    delay.assert_called_once_with(str(c.id))
+    send.assert_called_once_with(dispatch.CLASSIFY, str(c.id))
 
 
 def _python(code: str, env: dict[str, str] | None = None) -> list[str]:

@@ -109,7 +109,7 @@ def test_a_web_process_imports_the_upload_path_and_subscribes_at_start_without_t
         "from worker.preload import preload; preload()\n"
         "from classifier import push\n"
         "ready = push._listeners[push.push_url()].ready.wait(10)\n"
-        "print(ready, push.mark().live, 'worker.tasks' in sys.modules, 'kombu.transport.redis' in sys.modules,"
+        "print(ready, push.mark().live, 'worker.celery' in sys.modules, 'kombu.transport.redis' in sys.modules,"
         " 'torch' in sys.modules)\n"
     )
     env = {
@@ -120,6 +120,6 @@ def test_a_web_process_imports_the_upload_path_and_subscribes_at_start_without_t
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    ready, live, tasks, transport, torch_imported = out.stdout.split()
-    assert (ready, live, tasks, transport) == ("True", "True", "True", "True")
+    ready, live, celery_app, transport, torch_imported = out.stdout.split()
+    assert (ready, live, celery_app, transport) == ("True", "True", "True", "True")
     assert torch_imported == "False"  # the web app never imports torch

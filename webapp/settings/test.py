@@ -31,7 +31,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
 
 # Test-only hook: the worker sleeps this long after marking a job running, so the end-to-end
-# tests can kill it "during a task". Read only by classifier.services, and only defined here.
+# tests can kill it "during a task". Read only by classifier.lifecycle, and only defined here.
 WORKER_TEST_DELAY_SECONDS = env.float("WORKER_TEST_DELAY_SECONDS", default=0.0)
 
 # Uploads from tests never land in the project's media/ folder; tests that look at files use the
