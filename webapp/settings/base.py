@@ -77,6 +77,14 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # Connections are re-checked before reuse, so a restarted PostgreSQL does not break a long-lived worker.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default runs the web's threads and the in-process tasks on one SQLite file. A
+    # transaction that reads and then writes (a job's start, its answer) begins DEFERRED by default,
+    # and SQLite fails it at once with "database is locked" when another connection started
+    # writing meanwhile (it cannot wait there without a deadlock). IMMEDIATE takes the write lock
+    # at BEGIN, so a second writer waits (up to the timeout) instead; readers outside transactions
+    # are not held up.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
 # The Celery worker's processes keep their connection this long (seconds) across tasks: a fresh
 # PostgreSQL connection costs about 4 ms here, more than a batch's queries. (The web processes keep
 # CONN_MAX_AGE: under ASGI each request runs its sync code on its own thread, whose connection
