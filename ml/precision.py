@@ -1,11 +1,15 @@
 """Training precision: ``precision=auto|bf16|fp32``.
 
-``auto`` picks bf16 autocast on CUDA and on CPUs that do bf16 natively (AVX512-BF16 or AMX-BF16,
-read from the CPU flags and confirmed by a tiny bf16 matmul), fp32 elsewhere. bf16 autocast keeps
-the weights, the optimiser and the loss in fp32; only the convolutions and matmuls run in bf16.
+``auto`` picks bf16 autocast on CUDA, and on CPUs that do bf16 natively (AVX512-BF16 or AMX-BF16,
+read from the CPU flags and confirmed by a tiny bf16 matmul) where a bf16 convolution is measured
+at least 1.15x as fast as float32 (`worker.runtime.precision.cpu_bf16_speedup`, the same rule as
+serving); fp32 elsewhere. bf16 autocast keeps the weights, the optimiser and the loss in fp32;
+only the convolutions and matmuls run in bf16.
 
-Measured (this project's 2-core dev CPU, torch 2.13, channels_last): the fast net trains at
-970 images/s in bf16 against 374 in fp32 (batch 512; ``python -m ml bench model=fastnet``).
+Measured (torch 2.13, channels_last, ``python -m ml bench model=fastnet``): on the 2-core Xeon
+with AMX the fast net trains at 970 images/s in bf16 against 374 in fp32 (batch 512); on a 2-core
+Xeon with AVX512-BF16 and no AMX at 209 against 254 (batch 1024: 0.82x), which is why the flags
+alone do not decide.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 
 # one rule for training and serving (the inference runtime imports nothing from ml)
 from worker.runtime import precision as runtime_precision
-from worker.runtime.precision import PRECISIONS, cpu_supports_bf16  # noqa: F401
+from worker.runtime.precision import PRECISIONS, cpu_bf16_pays, cpu_supports_bf16  # noqa: F401
 
 
 def resolve(precision: str, device: torch.device) -> torch.dtype | None:

@@ -92,7 +92,7 @@ def test_precision_resolution() -> None:
     assert prec.resolve("fp32", cpu) is None
     assert prec.resolve("bf16", cpu) is torch.bfloat16
     assert prec.resolve("auto", cuda) is torch.bfloat16
-    assert prec.resolve("auto", cpu) is (torch.bfloat16 if prec.cpu_supports_bf16() else None)
+    assert prec.resolve("auto", cpu) is (torch.bfloat16 if prec.cpu_bf16_pays() else None)
     assert prec.name(None) == "fp32" and prec.name(torch.bfloat16) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         prec.resolve("fp16", cpu)

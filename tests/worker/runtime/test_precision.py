@@ -25,12 +25,31 @@ def test_resolve_rules(monkeypatch) -> None:
     assert prec.resolve("fp32", cpu) == torch.float32 and prec.resolve("fp32", cuda) == torch.float32
     assert prec.resolve("bf16", cpu) == torch.bfloat16
     assert prec.resolve("auto", cuda) == torch.bfloat16
-    monkeypatch.setattr(prec, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(prec, "cpu_bf16_speedup", lambda: 0.0)
     assert prec.resolve("auto", cpu) == torch.float32  # emulated bf16 would be slower than fp32
-    monkeypatch.setattr(prec, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(prec, "cpu_bf16_speedup", lambda: 0.52)  # native, but measured slower
+    assert prec.resolve("auto", cpu) == torch.float32
+    assert prec.resolve("bf16", cpu) == torch.bfloat16  # forcing it still works
+    monkeypatch.setattr(prec, "cpu_bf16_speedup", lambda: 2.0)
     assert prec.resolve("auto", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="auto, bf16, fp32"):
         prec.resolve("fp16", cpu)
+
+
+def test_the_bf16_speedup_is_measured_on_one_thread_where_the_cpu_has_bf16(monkeypatch) -> None:
+    prec.cpu_bf16_speedup.cache_clear()
+    monkeypatch.setattr(prec, "cpu_supports_bf16", lambda: False)
+    assert prec.cpu_bf16_speedup() == 0.0 and not prec.cpu_bf16_pays()  # nothing timed: emulated bf16
+    prec.cpu_bf16_speedup.cache_clear()
+    monkeypatch.undo()
+    if not prec.cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    threads = torch.get_num_threads()
+    speedup = prec.cpu_bf16_speedup()
+    assert 0.05 < speedup < 100  # a ratio of two real timings
+    assert torch.get_num_threads() == threads  # the probe ran on one thread and gave the others back
+    assert prec.cpu_bf16_pays() == (speedup >= prec.BF16_MIN_SPEEDUP)
+    assert prec.cpu_bf16_speedup() == speedup  # measured once per process
 
 
 def test_environment_setting(monkeypatch) -> None:
