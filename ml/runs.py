@@ -55,6 +55,13 @@ def run_dir(cfg: Any) -> Path:
     raise FileExistsError(f"could not create a fresh run folder beside {stem}")
 
 
+def eta(elapsed_s: float, done: int, total: int) -> str:
+    """The time the remaining ``total - done`` epochs will take at the pace of the ``done`` so far,
+    in words ("25 min", "4.6 h"): a long background run says early whether it fits its budget."""
+    left = elapsed_s / max(done, 1) * max(total - done, 0)
+    return f"{left / 60:.0f} min" if left < 5400 else f"{left / 3600:.1f} h"
+
+
 def progress(iterable, enabled: bool, **kwargs):
     if not enabled:
         return iterable

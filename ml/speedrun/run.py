@@ -24,7 +24,7 @@ from ml.checkpoint import save_checkpoint
 from ml.data import load_source, stratified_split
 from ml.models import build_model, count_flops, count_parameters
 from ml.models.fast import whitening_sample
-from ml.runs import pick_device, progress, run_dir
+from ml.runs import eta, pick_device, progress, run_dir
 from ml.speedrun.config import SpeedrunConfig
 from ml.speedrun.distill import Teacher, distill_loss
 from ml.speedrun.recipe import Lookahead, augment, evaluate_logits, mix, nesterov_sgd, set_lr, triangle
@@ -165,7 +165,7 @@ def train_one(cfg: SpeedrunConfig, seed: int, data, train_idx: np.ndarray, val_i
         print(
             f"[seed {seed}] epoch {epoch + 1:2d} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
             f" | val acc {row['val_acc']:.4f} (TTA {cfg.tta}) | {epoch_s:.1f}s {row['images_per_s']:.0f} img/s"
-            f" | train {train_s:.0f}s",
+            f" | train {train_s:.0f}s" + ("" if last else f", about {eta(train_s, epoch + 1, epochs)} to go"),
             flush=True,
         )
 

@@ -161,6 +161,9 @@ def test_speedrun_writes_runs_a_summary_and_times_targets(shared_image_folder: P
     assert summary["time_to"]["1.0100"]["reached"] == "0 of 2"  # none exceeds 100%
     assert summary["precision"] == "fp32" and "±" in summary["final_val_acc"]
     assert "time to 0%" in printed
+    epoch_lines = [line for line in printed.splitlines() if "] epoch " in line]
+    assert len(epoch_lines) == 4 and all("to go" in line for line in epoch_lines[::2])  # epoch 1 of 2, each seed
+    assert not any("to go" in line for line in epoch_lines[1::2])  # nothing left after the last
     for run in summary["runs"]:
         assert 0 < run["time_to"]["0.0000"] <= run["train_s"]
         model, ckpt = load_model(Path(run["run_dir"]) / "best.pt")

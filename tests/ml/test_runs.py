@@ -24,3 +24,11 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
         "20261122-080000-same-3",
     ]
     assert all(p.is_dir() for p in (first, second, third))
+
+
+def test_eta_extrapolates_the_pace_so_far():
+    from ml.runs import eta
+
+    assert eta(600.0, 2, 10) == "40 min"  # 300 s an epoch, 8 to go
+    assert eta(1052.0, 1, 24) == "6.7 h"  # the first epoch of a run that would not fit a session
+    assert eta(10.0, 3, 3) == "0 min"
