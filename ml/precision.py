@@ -20,7 +20,13 @@ import torch
 
 # one rule for training and serving (the inference runtime imports nothing from ml)
 from worker.runtime import precision as runtime_precision
-from worker.runtime.precision import PRECISIONS, cpu_bf16_pays, cpu_supports_bf16  # noqa: F401
+from worker.runtime.precision import (  # noqa: F401
+    BF16_MIN_SPEEDUP,
+    PRECISIONS,
+    cpu_bf16_pays,
+    cpu_bf16_speedup,
+    cpu_supports_bf16,
+)
 
 
 def resolve(precision: str, device: torch.device) -> torch.dtype | None:

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from ml import precision as prec
 from ml.bench import main
 from ml.models import build_model, count_parameters
 
@@ -24,6 +26,8 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:
         assert result["params"] == count_parameters(build_model("resnet20", width=0.25))
     lines = [line.split()[0] for line in printed.splitlines() if line.startswith(("fp32", "bf16"))]
     assert lines == ["fp32", "bf16"]
+    auto = prec.name(prec.resolve("auto", torch.device("cpu")))
+    assert f"precision=auto here: {auto} (" in printed  # what auto takes on this CPU, and why
 
 
 def test_bench_one_precision(tmp_path: Path) -> None:
