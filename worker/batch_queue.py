@@ -25,8 +25,6 @@ from worker.runtime.batching import collect
 
 logger = logging.getLogger(__name__)
 
-CLASSIFY_TASK = "worker.tasks.classify"
-
 _connection = None
 
 
@@ -67,9 +65,9 @@ class Batch:
         self.messages = []
 
 
-def _classification_id(message) -> str | None:
-    """The job id of a classify message (Celery protocol 2), else None."""
-    if (message.headers or {}).get("task") != CLASSIFY_TASK:
+def _classification_id(message, task_name: str) -> str | None:
+    """The job id of a message of the task ``task_name`` (Celery protocol 2), else None."""
+    if (message.headers or {}).get("task") != task_name:
         return None
     try:
         args, kwargs, _embed = message.decode()
@@ -99,7 +97,7 @@ def take_batch(task, classification_id: str) -> Batch:
             return None
         if message is None:
             return None
-        job_id = _classification_id(message)
+        job_id = _classification_id(message, task.name)
         if job_id is None or job_id in batch.ids:
             # Not ours to batch (another task on the queue) or a duplicate: back it goes, and stop here.
             message.reject(requeue=True) if job_id is None else message.ack()

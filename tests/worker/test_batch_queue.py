@@ -16,6 +16,7 @@ from kombu import Connection
 from tests.e2e.procs import redis_ping
 from worker import batch_queue
 from worker.celery import app
+from worker.tasks import classify
 
 URL = "redis://127.0.0.1:6379/13"
 
@@ -37,7 +38,7 @@ def broker(monkeypatch, settings):
     conn.release()
 
 
-def send(broker, task: str = "worker.tasks.classify", *args) -> str:
+def send(broker, task: str = classify.name, *args) -> str:
     job_id = str(uuid.uuid4())
     app.send_task(task, args=list(args) or [job_id], queue=broker.queue, connection=broker.conn)
     return job_id
@@ -45,7 +46,7 @@ def send(broker, task: str = "worker.tasks.classify", *args) -> str:
 
 def running_task(broker, eager: bool = False):
     request = SimpleNamespace(is_eager=eager, delivery_info={"routing_key": broker.queue})
-    return SimpleNamespace(request=request, app=app)
+    return SimpleNamespace(request=request, app=app, name=classify.name)  # batches its own task's messages
 
 
 def queued(broker) -> int:
