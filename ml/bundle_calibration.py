@@ -1,5 +1,6 @@
 """Calibration of an exported ensemble on held-out images: the temperature (one per TTA level),
-the ``uncertain`` and OOD thresholds, bf16 against fp32, and the bundle's calibration.md.
+the ``uncertain`` and OOD thresholds, the prediction sets' threshold (`ml.conformal`), bf16 against
+fp32, and the bundle's calibration.md.
 
 Used by `ml.export` (``python -m ml export``); the numbers go to the manifest and ``report/``.
 """
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml import conformal
 from ml.bundle_module import Ensemble, build_ensemble
 from ml.tta import views
 
@@ -38,9 +40,11 @@ def calibrate(
     seed: int = 0,
     target_accuracy: float = 0.97,
     ood_max_flagged: float = 0.05,
+    set_coverage: float = 0.95,
 ) -> dict[str, Any]:
-    """Fit the temperature and choose both thresholds on one seeded half of the validation images
-    (the fit half), and measure everything on the other (the report half)."""
+    """Fit the temperature and choose the thresholds (uncertain, OOD, the prediction sets' at
+    ``set_coverage``) on one seeded half of the validation images (the fit half), and measure
+    everything on the other (the report half)."""
     from ml import calibration as cal
     from ml import metrics, ood
 
@@ -94,6 +98,7 @@ def calibrate(
             "n_generated": int(len(ood_generated)),
             "n_validation_report": int(len(rep)),
         },
+        "prediction_set": conformal.fit_and_report(after, labels, fit, rep, set_coverage),
         "ood_val": ood_val,
         "ood_generated": ood_generated,
     }
@@ -161,7 +166,7 @@ def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, 
     b, a = c["before"]["report"], c["after"]["report"]
     u, o = c["uncertain"], c["ood"]
     lines = [
-        '# Calibration, "not sure" and out-of-distribution',
+        '# Calibration, "not sure", prediction sets and out-of-distribution',
         "",
         f"Data: {data_line}. The validation images are split in two seeded, stratified halves (seed "
         f"{c['split']['seed']}): the temperature and both thresholds are chosen on the fit half "
@@ -211,6 +216,7 @@ def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, 
         )
     lines += [
         "",
+        *(conformal.markdown(c["prediction_set"]) + [""] if "prediction_set" in c else []),
         f"## Out of distribution: ood_score > {o['threshold']:.4f}",
         "",
         "The score is the members' mean energy, -logsumexp(TTA-averaged logits); the threshold flags "
@@ -229,7 +235,7 @@ def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, 
 
 
 def summary_fields(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The manifest's calibration, uncertain and ood entries."""
+    """The manifest's calibration, uncertain, ood and prediction_set entries."""
     u, o = c["uncertain"], c["ood"]
     split = {k: c["split"][k] for k in ("method", "seed")}
     return {
@@ -265,4 +271,5 @@ def summary_fields(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "generated_set": "ml.ood.generate: noise, flat colours, rendered text, stripes, checkerboards",
             "measured_on": "report half of the validation images against the generated set",
         },
+        **({"prediction_set": conformal.manifest_field(c["prediction_set"])} if "prediction_set" in c else {}),
     }

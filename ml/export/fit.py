@@ -1,6 +1,6 @@
 """What export fits on the validation split (unless ``--no-report``): the ensemble's scores on
-the validation and generated non-CIFAR images, then the temperature, the ``uncertain`` and OOD
-thresholds on the fit half (`ml.bundle_calibration.calibrate`) and one temperature per other TTA
+the validation and generated non-CIFAR images, then the temperature, the ``uncertain``, OOD and
+prediction-set thresholds on the fit half (`ml.bundle_calibration.calibrate`) and one temperature per other TTA
 level the runtime may switch to."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def calibrate_on_validation(
         seed=args.calibration_seed,
         target_accuracy=args.uncertain_accuracy,
         ood_max_flagged=args.ood_max_flagged,
+        set_coverage=args.set_coverage,
     )
     gen_probs = ensemble_probs(gen["member_logits"], cal["temperature"])
     rep = cal["split"]["report"]

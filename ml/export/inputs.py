@@ -83,6 +83,13 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.
         help="answers at or above the uncertain threshold must be this accurate on the fit half (default 0.97)",
     )
     g.add_argument(
+        "--set-coverage",
+        type=float,
+        default=0.95,
+        help="the prediction sets' coverage: the true class is in an image's set for at least this share of "
+        "images like the fit half's (ml.conformal; default 0.95)",
+    )
+    g.add_argument(
         "--ood-max-flagged",
         type=float,
         default=0.05,

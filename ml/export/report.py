@@ -170,4 +170,10 @@ def print_summary(
         f"flagged {pct(u['accuracy_below'])} right; OOD above {o['threshold']:.4f}: AUROC {o['auroc']:.4f}, "
         f"generated flagged {pct(o['generated_flagged'])}, validation flagged {pct(o['validation_flagged'])}"
     )
+    if "prediction_set" in fields:
+        ps = fields["prediction_set"]
+        print(
+            f"prediction sets at {pct(ps['coverage'])} coverage: probability >= {ps['threshold']:.4f}, "
+            f"covered {pct(ps['measured_coverage'])}, mean size {ps['mean_size']:.3f} (report half)"
+        )
     print(f"report: {report_dir}; metrics in {out / 'manifest.json'}")

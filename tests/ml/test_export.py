@@ -114,13 +114,16 @@ def test_export_cli_writes_bundle_report_and_manifest_metrics(tiny, tmp_path, ca
 def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, tmp_path, capsys):
     """--tta 2 --save-members: temperature, uncertain and OOD thresholds fitted on one half of the
     validation split and reported on the other; members/ re-exports to the same probabilities."""
-    from ml import calibration, ood
+    from ml import calibration, conformal, ood
     from ml.checkpoint import read_checkpoint
     from ml.evaluate import load_eval_data
 
     a, b = (str(p) for p in tiny["ckpts"])
     out = tmp_path / "bundles" / "tiny-cal"
-    export.main([a, b, "--out", str(out), "--version", "v1", "--tta", "2", "--save-members", "--ood-per-kind", "8"])
+    export.main(
+        [a, b, "--out", str(out), "--version", "v1", "--tta", "2", "--save-members", "--ood-per-kind", "8"]
+        + ["--set-coverage", "0.8"]  # 12 fit images hold a 0.8 set (0.95 needs 19)
+    )
     manifest = read_manifest(out)
     assert manifest.extra["tta"] == 2
     cal, unc, o = manifest.calibration, manifest.uncertain, manifest.ood
@@ -158,6 +161,20 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     gen_scores = bundle.module.scores(torch.from_numpy(gen))["ood_score"].double().numpy()
     assert o["generated_flagged"] == pytest.approx(float((gen_scores > o["threshold"]).mean()))
     assert o["auroc"] == pytest.approx(ood.auroc(scores["ood_score"].double().numpy()[rep], gen_scores), abs=1e-6)
+    # the prediction sets: fitted on the fit half of the module's probabilities, measured on the report half
+    ps = manifest.prediction_set
+    assert ps["coverage"] == 0.8 and ps["n_fit"] == 12
+    assert ps["threshold"] == pytest.approx(conformal.fit_threshold(probs[fit], data.labels[fit], 0.8), abs=1e-5)
+    measured = conformal.evaluate(probs[rep], data.labels[rep], ps["threshold"])
+    assert ps["measured_coverage"] == pytest.approx(measured["coverage"]) and ps["mean_size"] == pytest.approx(
+        measured["mean_size"]
+    )
+    assert "## Prediction sets: 80% coverage" in (out / "report" / "calibration.md").read_text()
+    assert json.loads((out / "report" / "calibration.json").read_text())["prediction_set"] == ps
+    # python -m ml conformal refits them from the report alone, to the same threshold
+    conformal.main([str(out), "--coverage", "0.8"])
+    assert read_manifest(out).prediction_set["threshold"] == pytest.approx(ps["threshold"], abs=1e-6)
+    assert (out / "report" / "calibration.md").read_text().count("## Prediction sets") == 1
 
     # members/: half precision, no optimiser; export accepts them back, same probabilities to ~1e-3
     files = sorted((out / "members").glob("*.pt"))

@@ -45,6 +45,9 @@ class Manifest:
     calibration: dict[str, Any] | None = None  # temperature (applied inside the module), ECE/NLL before/after
     uncertain: dict[str, Any] | None = None  # threshold on the top probability, and what it means
     ood: dict[str, Any] | None = None  # threshold on the module's ood_score, AUROC, share flagged
+    # the prediction sets (ml.conformal): every class whose calibrated probability is >= threshold, fitted
+    # for a coverage; absent = no sets
+    prediction_set: dict[str, Any] | None = None
     # the dtypes the module runs in once converted (worker.runtime.precision): "fp32", "bf16";
     # absent = fp32 only (a module that does not cast its input to its weights' dtype)
     precisions: list[str] | None = None

@@ -1,0 +1,252 @@
+"""Prediction sets with a coverage guarantee: split conformal prediction with the LAC score.
+
+A single answer hides how close the runner-up was. A prediction set names every class the model
+cannot rule out at a chosen coverage: with coverage 0.95, the true class is in the set for at least
+95% of images like the held-out ones (on average over images, and exactly so in expectation over
+the choice of the held-out images; Vovk et al. 2005, Angelopoulos & Bates 2021). One class means
+the model is sure at that level; "cat or dog" says which classes it hesitates between.
+
+The score is LAC (Sadinle, Lei & Wasserman 2019): s = 1 - p(true class), on the calibrated
+probabilities the module returns. On ``n`` held-out images the threshold is the
+⌈(n + 1)·coverage⌉-th smallest score q; an image's set is every class with 1 - p <= q, that is
+p >= 1 - q. When the probabilities are right, LAC's sets are the smallest on average for the
+coverage (Sadinle et al.). One change of ours: a set is never empty (LAC's can be, when every class is below
+the threshold); the top class is then its only member, which can only raise the coverage.
+
+The results match MAPIE's ``SplitConformalClassifier(conformity_score="lac")`` (tests/ml/
+test_conformal.py); this module keeps to numpy so that export and the runtime need no more
+packages.
+
+- ``fit_threshold(probs, labels, coverage)``: the threshold on p, fitted on held-out images
+- ``prediction_sets(probs, threshold)``: the N x C membership mask
+- ``evaluate(probs, labels, threshold)``: coverage, sizes, and coverage by set size
+- ``fit_and_report(probs, labels, fit, report, coverage)``: fit on one half, measure on the other
+- ``manifest_field(entry)`` and ``markdown(entry)``: the bundle's manifest entry and its report section
+- ``refit_bundle(bundle_dir, coverage)`` (``python -m ml conformal BUNDLE --coverage 0.95``): the sets
+  of an exported bundle, fitted from its report without exporting it again
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_COVERAGE = 0.95
+
+
+def _check_coverage(coverage: float) -> float:
+    coverage = float(coverage)
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be between 0 and 1 (exclusive), got {coverage}")
+    return coverage
+
+
+def fit_threshold(probs: np.ndarray, labels: np.ndarray, coverage: float = DEFAULT_COVERAGE) -> float:
+    """The smallest probability a class needs to be in the set: 1 - q, q the ⌈(n + 1)·coverage⌉-th
+    smallest LAC score 1 - p(true class) of the ``n`` held-out images. 0.0 (every class) when ``n``
+    is too small for the coverage asked (fewer than coverage / (1 - coverage) images)."""
+    coverage = _check_coverage(coverage)
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"expected N x C probabilities and N labels, got {probs.shape} and {labels.shape}")
+    n = len(labels)
+    if n == 0:
+        raise ValueError("fitting a prediction set needs labelled images")
+    scores = np.sort(1.0 - probs[np.arange(n), labels])
+    k = math.ceil((n + 1) * coverage)
+    if k > n:
+        return 0.0
+    return float(1.0 - scores[k - 1])
+
+
+def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """N x C bool: the classes with probability >= ``threshold``, and always each image's top class."""
+    probs = np.asarray(probs, dtype=np.float64)
+    sets = (1.0 - probs) <= (1.0 - threshold)  # the LAC rule in score space, as it was fitted
+    sets[np.arange(len(probs)), probs.argmax(axis=1)] = True
+    return sets
+
+
+def labels_in_set(probs: Any, threshold: float, classes: list[str]) -> list[str]:
+    """One image's set as class names, most probable first (``probs``: its C probabilities)."""
+    p = np.asarray(probs, dtype=np.float64)
+    [mask] = prediction_sets(p[None, :], threshold)
+    return [classes[j] for j in np.argsort(-p, kind="stable") if mask[j]]
+
+
+def evaluate(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Coverage (share of images whose true class is in their set), mean set size, the share of
+    each size (1, 2, 3 or more) and the coverage within each of those groups."""
+    labels = np.asarray(labels)
+    sets = prediction_sets(probs, threshold)
+    n = len(labels)
+    covered = sets[np.arange(n), labels]
+    sizes = sets.sum(axis=1)
+    by_size = {}
+    for name, rows in (("1", sizes == 1), ("2", sizes == 2), ("3+", sizes >= 3)):
+        by_size[name] = {
+            "share": float(rows.mean()) if n else 0.0,
+            "coverage": float(covered[rows].mean()) if rows.any() else None,
+        }
+    return {
+        "n": int(n),
+        "coverage": float(covered.mean()) if n else 0.0,
+        "mean_size": float(sizes.mean()) if n else 0.0,
+        "by_size": by_size,
+    }
+
+
+def fit_and_report(
+    probs: np.ndarray, labels: np.ndarray, fit: np.ndarray, report: np.ndarray, coverage: float = DEFAULT_COVERAGE
+) -> dict[str, Any]:
+    """Fit the threshold on the images ``fit`` and measure it on both halves."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    threshold = fit_threshold(probs[fit], labels[fit], coverage)
+    return {
+        "coverage": _check_coverage(coverage),
+        "threshold": threshold,
+        "fit": evaluate(probs[fit], labels[fit], threshold),
+        "report": evaluate(probs[report], labels[report], threshold),
+    }
+
+
+def manifest_field(entry: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``prediction_set`` entry (what the runtime, the API and the model page read)."""
+    rep = entry["report"]
+    return {
+        "method": "split conformal prediction, LAC score 1 - p(class) on the calibrated probabilities",
+        "coverage": entry["coverage"],
+        "threshold": entry["threshold"],
+        "meaning": "the set holds every class whose calibrated probability is at least the threshold (and "
+        "always the top class); the threshold is fitted on the fit half of the validation images so that the "
+        f"true class is in the set for at least {100 * entry['coverage']:g}% of images like them",
+        "fitted_on": "fit half of the validation images",
+        "n_fit": entry["fit"]["n"],
+        "measured_coverage": rep["coverage"],
+        "mean_size": rep["mean_size"],
+        "by_size": rep["by_size"],
+        "measured_on": "report half of the validation images",
+    }
+
+
+def markdown(entry: dict[str, Any]) -> list[str]:
+    """The report section (calibration.md) of a ``fit_and_report`` result."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    lines = [
+        f"## Prediction sets: {100 * entry['coverage']:g}% coverage, probability >= {entry['threshold']:.4f}",
+        "",
+        "Split conformal prediction with the LAC score (1 - the calibrated probability of the true class): "
+        f"the threshold is fitted on the fit half ({entry['fit']['n']} images) so that the true class is in "
+        f"an image's set for at least {100 * entry['coverage']:g}% of such images; a set holds every class at "
+        "or above the threshold, and always the top class.",
+        "",
+        "| half | coverage | mean size | one class | two | three or more | coverage of one-class sets |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for half in ("fit", "report"):
+        r = entry[half]
+        b = r["by_size"]
+        lines.append(
+            f"| {half} | {pct(r['coverage'])} | {r['mean_size']:.3f} | {pct(b['1']['share'])} | "
+            f"{pct(b['2']['share'])} | {pct(b['3+']['share'])} | {pct(b['1']['coverage'])} |"
+        )
+    return lines
+
+
+# ----------------------------------------------------------------------------- python -m ml conformal
+SECTION = "## Prediction sets"
+NEXT_SECTION = "## Out of distribution"
+
+
+def _replace_section(text: str, section: list[str]) -> str:
+    """calibration.md with its prediction-set section replaced (or put before the OOD section, or
+    at the end, when it has none)."""
+    lines = text.rstrip("\n").split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = [*section, ""] if end < len(lines) else section
+    else:
+        at = next((i for i, line in enumerate(lines) if line.startswith(NEXT_SECTION)), None)
+        if at is None:
+            lines += ["", *section]
+        else:
+            lines[at:at] = [*section, ""]
+    return "\n".join(lines) + "\n"
+
+
+def refit_bundle(bundle_dir: str | Path, coverage: float = DEFAULT_COVERAGE) -> dict[str, Any]:
+    """Fit the prediction sets of an exported bundle from its report (``report/predictions.npz``:
+    the module's calibrated probabilities on the validation split, as export measured them) on the
+    fit half its calibration used, measure them on the report half, and write the manifest's
+    ``prediction_set`` and the report's calibration.json and calibration.md. The module is not
+    touched: a set is the runtime's reading of the probabilities it already returns."""
+    import json
+
+    from ml.calibration import half_split
+    from worker.runtime.manifest import BundleError, read_manifest, write_manifest
+
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    report = bundle_dir / "report"
+    npz = report / "predictions.npz"
+    if not npz.is_file():
+        raise BundleError(f"{npz} is missing: export the bundle with its report (without --no-report) first")
+    with np.load(npz) as data:
+        probs, labels = data["probs"], data["labels"]
+    if probs.shape != (len(labels), len(manifest.classes)):
+        raise BundleError(
+            f"{npz}: probabilities {probs.shape} do not fit {len(labels)} labels and {len(manifest.classes)} classes"
+        )
+    seed = int(((manifest.calibration or {}).get("fit_on") or {}).get("seed", 0))
+    fit, rep = half_split(labels, seed)
+    entry = fit_and_report(probs, labels, fit, rep, coverage)
+    manifest.prediction_set = manifest_field(entry)
+    write_manifest(bundle_dir, manifest)
+    cal_json = report / "calibration.json"
+    if cal_json.is_file():
+        fields = json.loads(cal_json.read_text())
+        fields["prediction_set"] = manifest.prediction_set
+        cal_json.write_text(json.dumps(fields, indent=2) + "\n")
+    cal_md = report / "calibration.md"
+    if cal_md.is_file():
+        cal_md.write_text(_replace_section(cal_md.read_text(), markdown(entry)))
+    return entry
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ml conformal",
+        description="Fit an exported bundle's prediction sets (split conformal prediction, LAC) from its report, "
+        "without exporting it again: writes the manifest's prediction_set and the report's calibration files.",
+    )
+    parser.add_argument("bundle", help="the bundle folder (with report/predictions.npz)")
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=DEFAULT_COVERAGE,
+        help=f"the true class is in an image's set for at least this share of images (default {DEFAULT_COVERAGE})",
+    )
+    args = parser.parse_args(argv)
+    from worker.runtime.manifest import BundleError
+
+    try:
+        _check_coverage(args.coverage)
+        entry = refit_bundle(args.bundle, args.coverage)
+    except (ValueError, BundleError) as exc:
+        parser.error(str(exc))
+    rep, fit = entry["report"], entry["fit"]
+    print(
+        f"prediction sets at {100 * entry['coverage']:g}% coverage: classes with probability >= {entry['threshold']:.4f} "
+        f"(fitted on {fit['n']} images); report half ({rep['n']} images): covered {100 * rep['coverage']:.2f}%, "
+        f"mean size {rep['mean_size']:.3f}, one class {100 * rep['by_size']['1']['share']:.1f}%"
+    )
+    print(f"written: {Path(args.bundle) / 'manifest.json'} and the report's calibration.json / calibration.md")
