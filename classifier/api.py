@@ -84,7 +84,7 @@ class PredictionSerializer(serializers.Serializer):
 
 class ClassificationOutputSerializer(
     ExplanationFieldsSerializer
-):  # + explanation, members, agreement, uncertain, ood_score
+):  # + explanation, members, agreement, uncertain, ood_score, ood, prediction_set, superclass
     id = serializers.UUIDField()
     url = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=Classification.Status.choices)

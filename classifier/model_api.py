@@ -77,6 +77,13 @@ class UncertainSerializer(serializers.Serializer):
     accuracy_above = _share(help_text="accuracy of the others")
 
 
+class PredictionSetCardSerializer(serializers.Serializer):
+    coverage = _share(help_text="the coverage the sets are fitted for: the true class is in an image's set this often")
+    threshold = _share(help_text="a class is in the set when its calibrated probability is at least this")
+    measured_coverage = _share(help_text="how often the true class was in its set on held-out images")
+    mean_size = serializers.FloatField(allow_null=True, help_text="classes per set on held-out images")
+
+
 class UnusualSerializer(serializers.Serializer):
     threshold = serializers.FloatField(allow_null=True, help_text="energy score above which an image is flagged")
     validation_flagged = _share(help_text="share of ordinary held-out photos flagged")
@@ -100,6 +107,9 @@ class ModelCardSerializer(serializers.Serializer):
     held_out = HeldOutSerializer()
     uncertain = UncertainSerializer(allow_null=True)
     unusual = UnusualSerializer(allow_null=True, help_text="the unusual-image (out-of-distribution) flag")
+    prediction_set = PredictionSetCardSerializer(
+        allow_null=True, help_text="the answer sets: the classes the model cannot rule out (split conformal prediction)"
+    )
     figures = FigureSerializer(many=True, help_text="the export's pictures: confusion matrix, mistakes, reliability")
     page = serializers.CharField(help_text="the same description for people")
 
@@ -136,6 +146,7 @@ def card_data(card: ModelCard, *, page: str, figure_url: Callable[[str], str]) -
         },
         "uncertain": _pick(card.uncertain, UncertainSerializer),
         "unusual": _pick(card.ood, UnusualSerializer),
+        "prediction_set": _pick(card.prediction_set, PredictionSetCardSerializer),
         "figures": [
             {"file": f.file, "title": f.title, "description": f.alt, "url": figure_url(f.file)} for f in card.figures
         ],

@@ -100,6 +100,7 @@ class ModelCard:
     temperature: float | None
     uncertain: dict[str, Any] | None  # threshold, share_flagged, accuracy_above/below
     ood: dict[str, Any] | None  # threshold, validation_flagged, generated_flagged, auroc
+    prediction_set: dict[str, Any] | None  # coverage, threshold, measured_coverage, mean_size, by_size (ml.conformal)
     per_class: list[ClassRow] = field(default_factory=list)  # weakest first
     confused: list[dict[str, Any]] = field(default_factory=list)  # {"true", "predicted", "count", "rate"}
     figures: list[Figure] = field(default_factory=list)  # those of FIGURES the bundle's report holds
@@ -191,6 +192,7 @@ def _card(manifest_path: str, mtime_ns: int) -> ModelCard:
         temperature=_number(calibration.get("temperature")),
         uncertain=manifest.uncertain if isinstance(manifest.uncertain, dict) else None,
         ood=manifest.ood if isinstance(manifest.ood, dict) else None,
+        prediction_set=manifest.prediction_set if isinstance(manifest.prediction_set, dict) else None,
         per_class=_per_class(report),
         confused=_confused(report),
         figures=[f for f in FIGURES if figure_path(bundle, f.file).is_file()],

@@ -165,6 +165,10 @@ class Explanation(models.Model):
     ood_score = models.FloatField(null=True)  # higher = less like the training images
     ood = models.BooleanField(null=True)  # ood_score above the bundle's threshold
     ood_threshold = models.FloatField(null=True)
+    # the classes the model cannot rule out at the bundle's coverage, most probable first (ml.conformal:
+    # every class at or above the threshold, and the top class); null: the bundle has no prediction sets
+    prediction_set = models.JSONField(null=True, blank=True)
+    prediction_set_coverage = models.FloatField(null=True)  # e.g. 0.95: the true class was in such sets that often
     superclass = models.CharField(max_length=64, blank=True)
     num_classes = models.PositiveIntegerField(null=True)  # classes the bundle knows ("any of the 10 classes")
     created_at = models.DateTimeField(default=timezone.now)

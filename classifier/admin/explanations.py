@@ -60,12 +60,13 @@ def explanation_panel(obj: Classification) -> str:
     )
     parts.append(
         format_html(
-            "Members: {} ({}). Uncertain: {} · OOD: {} (score {}) · superclass: {}",
+            "Members: {} ({}). Uncertain: {} · OOD: {} (score {}) · answer set: {} · superclass: {}",
             members or "-",
             explanations.agreement_text(e.agree, e.members) or "-",
             e.uncertain,
             e.ood,
             "-" if e.ood_score is None else f"{e.ood_score:.3f}",
+            (" / ".join(e.prediction_set) + f" at {e.prediction_set_coverage or 0:.0%}") if e.prediction_set else "-",
             e.superclass or "-",
         )
     )

@@ -55,6 +55,18 @@ class AgreementSerializer(serializers.Serializer):
     text = serializers.CharField(help_text='e.g. "All 3 members agree."')
 
 
+class PredictionSetSerializer(serializers.Serializer):
+    labels = serializers.ListField(
+        child=serializers.CharField(), help_text="The classes the model cannot rule out, most probable first"
+    )
+    size = serializers.IntegerField(help_text="1: the model is sure at this coverage")
+    coverage = serializers.FloatField(
+        allow_null=True,
+        help_text="e.g. 0.95: on held-out images the true class was in such a set at least this often",
+    )
+    text = serializers.CharField(help_text='e.g. "At 95% coverage it could be “cat” or “dog”."')
+
+
 class ExplanationSerializer(serializers.Serializer):
     available = serializers.BooleanField(help_text="True once the heatmaps are stored (heatmaps_status ready)")
     heatmaps_status = serializers.ChoiceField(
@@ -88,6 +100,7 @@ class ExplanationFieldsSerializer(serializers.Serializer):
     uncertain = serializers.SerializerMethodField()
     ood_score = serializers.SerializerMethodField()
     ood = serializers.SerializerMethodField()
+    prediction_set = serializers.SerializerMethodField()
     superclass = serializers.SerializerMethodField()
 
     def _summary(self, obj: Classification) -> dict[str, Any] | None:
@@ -149,6 +162,12 @@ class ExplanationFieldsSerializer(serializers.Serializer):
     def get_ood(self, obj: Classification) -> bool | None:
         s = self._summary(obj)
         return s["ood"] if s else None
+
+    @extend_schema_field(PredictionSetSerializer(allow_null=True))
+    def get_prediction_set(self, obj: Classification) -> dict[str, Any] | None:
+        """Null for a bundle without prediction sets (and until the job is done)."""
+        s = self._summary(obj)
+        return s["prediction_set"] if s else None
 
     @extend_schema_field(serializers.CharField(allow_null=True, help_text="Superclass of the top class, if any"))
     def get_superclass(self, obj: Classification) -> str | None:

@@ -38,6 +38,20 @@ def agreement_text(agree: int | None, members: list[dict]) -> str:
     return f"{agree} of {n} members agree."
 
 
+def prediction_set_summary(labels: list[str] | None, coverage: float | None) -> dict[str, Any] | None:
+    """The stored prediction set as the API and the pages show it: the labels, the coverage and a
+    sentence ("At 95% coverage it could be “cat” or “dog”."); None when the job has no set."""
+    if not labels:
+        return None
+    level = f"{100 * coverage:g}%" if coverage else "the bundle's"
+    quoted = [f"“{label}”" for label in labels]
+    if len(quoted) == 1:
+        text = f"At {level} coverage only {quoted[0]} fits."
+    else:
+        text = f"At {level} coverage it could be {', '.join(quoted[:-1])} or {quoted[-1]}."
+    return {"labels": list(labels), "size": len(labels), "coverage": coverage, "text": text}
+
+
 def explanation_summary(
     classification: Classification, explanation: Explanation | None, request: HttpRequest | None = None
 ) -> dict[str, Any] | None:
@@ -80,6 +94,7 @@ def explanation_summary(
         "ood_score": explanation.ood_score,
         "ood": explanation.ood,
         "ood_threshold": explanation.ood_threshold,
+        "prediction_set": prediction_set_summary(explanation.prediction_set, explanation.prediction_set_coverage),
         "superclass": explanation.superclass or None,
         "ood_message": OOD_MESSAGE.format(n=explanation.num_classes or "the") if explanation.ood else "",
     }

@@ -59,6 +59,8 @@ def _explanation(classification: Classification, result: ExplainedPrediction) ->
         ood_score=result.ood_score,
         ood=result.ood,
         ood_threshold=result.thresholds.get("ood"),
+        prediction_set=result.prediction_set,
+        prediction_set_coverage=result.set_coverage,
         superclass=(result.superclass or "")[:64],
         num_classes=result.num_classes,
     )

@@ -54,6 +54,18 @@
       details.insertBefore(notice({ "class": "notice notice-uncertain", id: "uncertain-notice", role: "status" },
         "Not sure. The model's calibrated confidence is under its threshold.", "How often it is wrong then"), predictions);
     }
+    var set = data.prediction_set;
+    if (set && details && predictions && !document.getElementById("answer-set")) {
+      var line = el("p", { "class": "answer-set answer-set-" + (set.size === 1 ? "one" : "several"), id: "answer-set" });
+      line.appendChild(el("strong", {}, set.size === 1 ? "Answer set: one class." : "Answer set: " + set.size + " classes."));
+      line.appendChild(document.createTextNode(" " + set.text));
+      if (modelUrl) {
+        line.appendChild(document.createTextNode(" "));
+        line.appendChild(el("a", { href: modelUrl.split("#")[0] + "#sets-heading" }, "What this means"));
+        line.appendChild(document.createTextNode("."));
+      }
+      details.insertBefore(line, predictions);
+    }
     slot.id = "explanation";
     slot.appendChild(el("h2", { id: "explanation-heading" }, exp && exp["class"] ? "Why “" + exp["class"] + "”?" : "Why?"));
     if (exp && exp.available) {

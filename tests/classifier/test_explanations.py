@@ -33,6 +33,7 @@ def flagging_bundle(tiny_bundle, tmp_path, settings):
     manifest["uncertain"] = {"threshold": 1.01, "meaning": "test: everything is uncertain"}
     manifest["ood"] = {"threshold": -1e9, "meaning": "test: everything is out of distribution"}
     manifest["superclasses"] = {c: "thing" for c in manifest["classes"]}
+    manifest["prediction_set"] = {"threshold": 0.0, "coverage": 0.95, "meaning": "test: every class is in the set"}
     (out / "manifest.json").write_text(json.dumps(manifest))
     settings.MODEL_BUNDLE = str(out)
     return out
@@ -115,6 +116,10 @@ def test_api_fields_flags_and_owner_only_pngs(flagging_bundle, media_root):
         {"arch": "resnet20", "label": c.top_label, "probability": pytest.approx(c.top_probability, abs=1e-5)}
     ]
     assert body["agreement"] == {"agree": 1, "members": 1, "text": "One model (no ensemble to agree or disagree)."}
+    ps = body["prediction_set"]  # threshold 0: every class, most probable first
+    assert ps["size"] == 10 and ps["coverage"] == 0.95 and sorted(ps["labels"]) == sorted(c.explanation.prediction_set)
+    assert ps["labels"][:5] == [p["label"] for p in c.predictions] and len(set(ps["labels"])) == 10
+    assert ps["text"].startswith("At 95% coverage it could be “") and ps["text"].endswith("”.")
     exp = body["explanation"]
     assert (
         exp["available"] and exp["method"] == "grad-cam" and exp["class"] == c.top_label and exp["layer"] == "layers.8"
@@ -139,7 +144,7 @@ def test_jobs_without_explanations_have_null_fields(media_root):
     c = ClassificationFactory(done=True)
     body = api_client(c.owner).get(f"/api/v1/classifications/{c.id}/").json()
     assert body["explanation"] is None and body["members"] == [] and body["agreement"] is None
-    assert body["uncertain"] is None and body["ood_score"] is None
+    assert body["uncertain"] is None and body["ood_score"] is None and body["prediction_set"] is None
     assert api_client(c.owner).get(f"/api/v1/classifications/{c.id}/heatmap.png").status_code == 404
 
 
@@ -152,6 +157,7 @@ def test_result_page_shows_heatmap_model_eye_view_agreement_and_flags(flagging_b
     assert f"/api/v1/classifications/{c.id}/model-input.png" in html and 'class="pixelated"' in html
     assert "This doesn&#x27;t look like any of the 10 classes I know." in html
     assert "Not sure." in html and "One model" in html
+    assert 'id="answer-set"' in html and "Answer set: 10 classes." in html and "#sets-heading" in html
     history = client.get(reverse("classifier:history")).content.decode()
     assert 'class="flag flag-ood"' in history
 
@@ -162,6 +168,43 @@ def test_result_page_says_no_explanation_for_a_bundle_without_explain(media_root
     client.force_login(c.owner)
     html = client.get(reverse("classifier:result", kwargs={"id": c.id})).content.decode()
     assert "No explanation is available for this model" in html and 'id="cam-overlay"' not in html
+
+
+def test_prediction_set_reads_as_a_sentence_and_a_bundle_without_sets_shows_none(media_root, client):
+    from classifier.explanations.selectors import prediction_set_summary
+
+    assert prediction_set_summary(["cat"], 0.95)["text"] == "At 95% coverage only “cat” fits."
+    assert (
+        prediction_set_summary(["cat", "dog", "deer"], 0.9)["text"]
+        == "At 90% coverage it could be “cat”, “dog” or “deer”."
+    )
+    assert prediction_set_summary(["cat", "dog"], None) == {
+        "labels": ["cat", "dog"],
+        "size": 2,
+        "coverage": None,
+        "text": "At the bundle's coverage it could be “cat” or “dog”.",
+    }
+    assert prediction_set_summary(None, 0.95) is None and prediction_set_summary([], 0.95) is None
+    sure = ClassificationFactory(done=True)
+    Explanation.objects.create(
+        classification=sure, model_input=b"png", prediction_set=["cat"], prediction_set_coverage=0.95
+    )
+    plain = ClassificationFactory(done=True, owner=sure.owner)
+    Explanation.objects.create(classification=plain, model_input=b"png")  # a bundle without sets
+    client.force_login(sure.owner)
+    html = client.get(reverse("classifier:result", kwargs={"id": sure.id})).content.decode()
+    assert "Answer set: one class." in html and "At 95% coverage only “cat” fits." in html
+    html = client.get(reverse("classifier:result", kwargs={"id": plain.id})).content.decode()
+    assert 'id="answer-set"' not in html
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))  # staff see it in the admin
+    assert (
+        "answer set: cat at 95%"
+        in client.get(reverse("admin:classifier_classification_change", args=[sure.pk])).content.decode()
+    )
+    assert (
+        "answer set: -"
+        in client.get(reverse("admin:classifier_classification_change", args=[plain.pk])).content.decode()
+    )
 
 
 def test_uncertain_row_is_marked_in_history(media_root, client):
@@ -190,7 +233,16 @@ def test_openapi_schema_documents_the_explanation_fields(client):
     client.force_login(user)
     schema = client.get("/api/v1/schema/?format=json").json()
     props = schema["components"]["schemas"]["ClassificationOutput"]["properties"]
-    assert {"explanation", "members", "agreement", "uncertain", "ood_score", "ood", "superclass"} <= set(props)
+    assert {
+        "explanation",
+        "members",
+        "agreement",
+        "uncertain",
+        "ood_score",
+        "ood",
+        "prediction_set",
+        "superclass",
+    } <= set(props)
     paths = schema["paths"]
     assert "/api/v1/classifications/{classification_id}/heatmap.png" in paths
     assert (

@@ -41,6 +41,7 @@ def test_the_card_holds_the_bundles_own_numbers(bundle: Path) -> None:
     assert card.parameters == sum(m["params"] for m in manifest["members"])
     assert card.uncertain["threshold"] == manifest["uncertain"]["threshold"]
     assert card.ood["generated_flagged"] == manifest["ood"]["generated_flagged"]
+    assert card.prediction_set["threshold"] == manifest["prediction_set"]["threshold"]
     f1 = {row["class"]: row["f1"] for row in report["per_class"]}
     assert [row.name for row in card.per_class] == sorted(f1, key=f1.get)  # weakest first
     assert card.weakest[0].name == min(f1, key=f1.get)
@@ -60,6 +61,9 @@ def test_the_page_tells_a_visitor_what_the_model_knows_and_when_not_to_trust_it(
     assert rows == [row.name for row in card.per_class]
     assert f"{card.uncertain['accuracy_below'] * 100:.0f}%" in html and "Not sure" in html
     assert f"{card.ood['generated_flagged'] * 100:.0f}%" in html
+    sets = card.prediction_set  # the answer sets, with the coverage measured on held-out images
+    assert 'id="sets-heading"' in html and f"{sets['measured_coverage'] * 100:.1f}%" in html
+    assert f"{sets['threshold'] * 100:.1f}%" in html and f"{sets['mean_size']:.2f} classes per set" in html
     assert f'href="{reverse("api:model")}"' in html  # and for programs, the JSON twin
     # reachable from every page's footer and from the visitors' home page
     assert reverse("classifier:model") in client.get(reverse("classifier:home")).content.decode()
@@ -144,6 +148,8 @@ def test_the_api_gives_the_bundles_own_numbers_without_a_token(client, bundle: P
     }
     assert body["unusual"]["generated_flagged"] == manifest["ood"]["generated_flagged"]
     assert body["unusual"]["auroc"] == manifest["ood"]["auroc"]
+    sets = manifest["prediction_set"]
+    assert body["prediction_set"] == {k: sets[k] for k in ("coverage", "threshold", "measured_coverage", "mean_size")}
     assert body["exported_at"].startswith(manifest["created_at"][:19])
     assert body["page"] == f"http://testserver{reverse('classifier:model')}"
 
@@ -151,7 +157,7 @@ def test_the_api_gives_the_bundles_own_numbers_without_a_token(client, bundle: P
 def test_the_api_follows_a_re_export_and_says_null_for_what_a_bundle_lacks(client, bundle: Path) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["version"] = "re-exported-2"
-    for key in ("uncertain", "ood", "calibration"):
+    for key in ("uncertain", "ood", "calibration", "prediction_set"):
         manifest.pop(key)
     manifest["metrics"] = {}
     path = bundle / "manifest.json"
@@ -162,6 +168,7 @@ def test_the_api_follows_a_re_export_and_says_null_for_what_a_bundle_lacks(clien
     body = client.get(reverse("api:model")).json()
     assert body["version"] == "re-exported-2"
     assert body["uncertain"] is None and body["unusual"] is None and body["ensemble"]["temperature"] is None
+    assert body["prediction_set"] is None
     assert body["held_out"]["accuracy"] is None and body["held_out"]["per_class"] == []
     assert body["held_out"]["most_confused"] == []
     assert body["figures"] == []

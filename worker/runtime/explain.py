@@ -5,6 +5,7 @@
     result.predictions        # [(label, probability), ...] best first, as Predictor.predict gives
     result.heatmaps           # {label: h x w float32 Grad-CAM map} for those classes, or None
     result.members, result.agree, result.uncertain, result.ood_score, result.ood, result.superclass
+    result.prediction_set     # ["cat", "dog"]: the classes the model cannot rule out at the manifest's coverage
 
 A bundle written by today's ``ml export`` has ``explain(images, class_index, top_k)`` (one forward
 pass per member with gradients on the identity view, the other TTA views without, and one short
@@ -41,7 +42,11 @@ class ExplainedPrediction:
     uncertain: bool | None = None  # top probability below the manifest's threshold
     superclass: str | None = None
     num_classes: int | None = None
-    thresholds: dict = field(default_factory=dict)  # {"uncertain": t, "ood": t} from the manifest
+    # every class with calibrated probability >= the manifest's prediction_set threshold (always the top
+    # class), most probable first: the true class is in it for ``set_coverage`` of held-out images (ml.conformal)
+    prediction_set: list[str] | None = None
+    set_coverage: float | None = None
+    thresholds: dict = field(default_factory=dict)  # {"uncertain": t, "ood": t, "set": t} from the manifest
     explainable: bool = False  # the bundle has an explain method (maps can be computed, maybe later)
 
 
@@ -123,6 +128,12 @@ def predict_explained(
     return _results(merged, images, manifest, k, has_explain, explainable=hasattr(bundle.explainer, "explain"))
 
 
+def _prediction_set(probs: torch.Tensor, order: torch.Tensor, threshold: float, classes: list[str]) -> list[str]:
+    """The classes at or above ``threshold``, most probable first; the top class always (ml.conformal's rule)."""
+    keep = [int(j) for j in order.tolist() if float(probs[j]) >= threshold]
+    return [classes[j] for j in keep] or [classes[int(order[0])]]
+
+
 def _results(
     out: dict[str, torch.Tensor], images, manifest, k: int, has_explain: bool, explainable: bool
 ) -> list[ExplainedPrediction]:
@@ -132,6 +143,9 @@ def _results(
     member_top_p, member_top = out["member_probs"].max(dim=2)  # M x N
     archs = [m.get("arch", "?") for m in manifest.members] or ["?"] * member_top.shape[0]
     t_uncertain, t_ood = _threshold(manifest.uncertain), _threshold(manifest.ood)
+    t_set = _threshold(manifest.prediction_set)
+    set_coverage = (manifest.prediction_set or {}).get("coverage") if t_set is not None else None
+    order = torch.argsort(probs, dim=1, descending=True, stable=True)
     layers = (manifest.explain or {}).get("layers") or []
     layer = ", ".join(dict.fromkeys(layers))
     results = []
@@ -163,7 +177,9 @@ def _results(
                 uncertain=None if t_uncertain is None else top[0][1] < t_uncertain,
                 superclass=(manifest.superclasses or {}).get(top[0][0]),
                 num_classes=len(classes),
-                thresholds={"uncertain": t_uncertain, "ood": t_ood},
+                prediction_set=None if t_set is None else _prediction_set(probs[i], order[i], t_set, classes),
+                set_coverage=set_coverage,
+                thresholds={"uncertain": t_uncertain, "ood": t_ood, "set": t_set},
                 explainable=explainable,
             )
         )

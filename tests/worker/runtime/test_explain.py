@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ml import export, torchscript
+from ml import conformal, export, torchscript
 from ml.models import build_model
 from worker.runtime import pictures
 from worker.runtime.bundle import DEFAULT_MODULE_FILE, Manifest, sha256_file, write_manifest
@@ -57,7 +57,11 @@ def ensemble_bundle(tmp_path_factory):
         superclasses={
             c: ("vehicle" if c in ("airplane", "automobile", "ship", "truck") else "animal") for c in CLASSES
         },
-        manifest_fields={"uncertain": {"threshold": 0.5}, "ood": {"threshold": 0.0}},
+        manifest_fields={
+            "uncertain": {"threshold": 0.5},
+            "ood": {"threshold": 0.0},
+            "prediction_set": {"threshold": 0.1022, "coverage": 0.9},
+        },
     )
     return out, models
 
@@ -101,6 +105,11 @@ def test_members_agreement_thresholds_and_superclass(ensemble_bundle, images):
         )
         assert r.layer == "blocks.1" and r.num_classes == 10
         np.testing.assert_array_equal(r.model_input, images[i])
+        # the prediction set is ml.conformal's rule on the module's calibrated probabilities
+        assert r.prediction_set == conformal.labels_in_set(scores["probs"][i].double().numpy(), 0.1022, CLASSES)
+        assert r.prediction_set[0] == r.predictions[0][0] and r.set_coverage == 0.9
+    sizes = [len(r.prediction_set) for r in results]  # near-uniform untrained members: a set of several, too
+    assert max(sizes) > 1 and min(sizes) < len(CLASSES)
 
 
 def test_bundle_without_explain_still_predicts(tmp_path, images):
@@ -140,7 +149,12 @@ def test_bundle_without_explain_still_predicts(tmp_path, images):
     results = predict_explained(predictor, images, top_k=5)
     assert [r.predictions for r in results] == predictor.predict(images, top_k=5)
     assert all(
-        r.heatmaps is None and r.members is None and r.ood_score is None and r.uncertain is None for r in results
+        r.heatmaps is None
+        and r.members is None
+        and r.ood_score is None
+        and r.uncertain is None
+        and r.prediction_set is None
+        for r in results
     )
 
 
