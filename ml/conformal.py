@@ -129,6 +129,7 @@ def manifest_field(entry: dict[str, Any]) -> dict[str, Any]:
         "mean_size": rep["mean_size"],
         "by_size": rep["by_size"],
         "measured_on": "report half of the validation images",
+        **({"by_precision": entry["by_precision"]} if entry.get("by_precision") else {}),
     }
 
 
@@ -156,6 +157,15 @@ def markdown(entry: dict[str, Any]) -> list[str]:
             f"| {half} | {pct(r['coverage'])} | {r['mean_size']:.3f} | {pct(b['1']['share'])} | "
             f"{pct(b['2']['share'])} | {pct(b['3+']['share'])} | {pct(b['1']['coverage'])} |"
         )
+    if entry.get("by_precision"):
+        lines += [
+            "",
+            "The same threshold on the probabilities the worker computes in each precision (report half):",
+            "",
+            "| precision | coverage | mean size |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {p} | {pct(r['coverage'])} | {r['mean_size']:.3f} |" for p, r in entry["by_precision"].items()]
     return lines
 
 
@@ -181,12 +191,36 @@ def _replace_section(text: str, section: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def refit_bundle(bundle_dir: str | Path, coverage: float = DEFAULT_COVERAGE) -> dict[str, Any]:
+def check_precisions(
+    bundle_dir: Path, manifest: Any, labels: np.ndarray, report: np.ndarray, threshold: float, precisions: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The sets as the worker computes them in each of ``precisions`` (the runtime's loader, on the
+    CPU): the bundle predicts its validation split again (the members' data spec; its labels must
+    be those of the report) and each precision's sets are measured on the report half."""
+    from ml.evaluate import load_eval_data, load_predictor
+    from worker.runtime.manifest import BundleError
+
+    data, _ = load_eval_data((manifest.members or [{}])[0].get("data") or {}, "val")
+    if not np.array_equal(np.asarray(data.labels), labels):
+        raise BundleError("the validation split the members name is not the one in the report's predictions.npz")
+    rows = {}
+    for precision in precisions:
+        probs = load_predictor(bundle_dir, "cpu", precision).predict(data.images, 500)
+        measured = evaluate(probs[report], labels[report], threshold)
+        rows[precision] = {k: measured[k] for k in ("coverage", "mean_size")}
+    return rows
+
+
+def refit_bundle(
+    bundle_dir: str | Path, coverage: float = DEFAULT_COVERAGE, precisions: list[str] | None = None
+) -> dict[str, Any]:
     """Fit the prediction sets of an exported bundle from its report (``report/predictions.npz``:
     the module's calibrated probabilities on the validation split, as export measured them) on the
     fit half its calibration used, measure them on the report half, and write the manifest's
     ``prediction_set`` and the report's calibration.json and calibration.md. The module is not
-    touched: a set is the runtime's reading of the probabilities it already returns."""
+    touched: a set is the runtime's reading of the probabilities it already returns.
+    ``precisions`` (e.g. ``["bf16", "int8"]``): also measure the sets the worker computes in those
+    (`check_precisions`; the probabilities differ a little from fp32's)."""
     import json
 
     from ml.calibration import half_split
@@ -207,6 +241,8 @@ def refit_bundle(bundle_dir: str | Path, coverage: float = DEFAULT_COVERAGE) -> 
     seed = int(((manifest.calibration or {}).get("fit_on") or {}).get("seed", 0))
     fit, rep = half_split(labels, seed)
     entry = fit_and_report(probs, labels, fit, rep, coverage)
+    if precisions:
+        entry["by_precision"] = check_precisions(bundle_dir, manifest, labels, rep, entry["threshold"], precisions)
     manifest.prediction_set = manifest_field(entry)
     write_manifest(bundle_dir, manifest)
     cal_json = report / "calibration.json"
@@ -235,12 +271,18 @@ def main(argv: list[str]) -> None:
         default=DEFAULT_COVERAGE,
         help=f"the true class is in an image's set for at least this share of images (default {DEFAULT_COVERAGE})",
     )
+    parser.add_argument(
+        "--precisions",
+        default="",
+        help="comma-separated, e.g. bf16,int8: also predict the validation split in these precisions, as the worker "
+        "runs the bundle, and measure their sets (needs the training data the members name)",
+    )
     args = parser.parse_args(argv)
     from worker.runtime.manifest import BundleError
 
     try:
         _check_coverage(args.coverage)
-        entry = refit_bundle(args.bundle, args.coverage)
+        entry = refit_bundle(args.bundle, args.coverage, [p for p in args.precisions.split(",") if p])
     except (ValueError, BundleError) as exc:
         parser.error(str(exc))
     rep, fit = entry["report"], entry["fit"]
@@ -249,4 +291,6 @@ def main(argv: list[str]) -> None:
         f"(fitted on {fit['n']} images); report half ({rep['n']} images): covered {100 * rep['coverage']:.2f}%, "
         f"mean size {rep['mean_size']:.3f}, one class {100 * rep['by_size']['1']['share']:.1f}%"
     )
+    for precision, row in (entry.get("by_precision") or {}).items():
+        print(f"  in {precision}: covered {100 * row['coverage']:.2f}%, mean size {row['mean_size']:.3f}")
     print(f"written: {Path(args.bundle) / 'manifest.json'} and the report's calibration.json / calibration.md")

@@ -172,8 +172,12 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert "## Prediction sets: 80% coverage" in (out / "report" / "calibration.md").read_text()
     assert json.loads((out / "report" / "calibration.json").read_text())["prediction_set"] == ps
     # python -m ml conformal refits them from the report alone, to the same threshold
-    conformal.main([str(out), "--coverage", "0.8"])
-    assert read_manifest(out).prediction_set["threshold"] == pytest.approx(ps["threshold"], abs=1e-6)
+    conformal.main([str(out), "--coverage", "0.8", "--precisions", "fp32"])
+    refit = read_manifest(out).prediction_set
+    assert refit["threshold"] == pytest.approx(ps["threshold"], abs=1e-6)
+    # --precisions: the bundle predicts its validation split again through the worker's loader
+    assert refit["by_precision"]["fp32"]["coverage"] == pytest.approx(ps["measured_coverage"])
+    assert "| fp32 |" in (out / "report" / "calibration.md").read_text()
     assert (out / "report" / "calibration.md").read_text().count("## Prediction sets") == 1
 
     # members/: half precision, no optimiser; export accepts them back, same probabilities to ~1e-3
