@@ -235,7 +235,8 @@ def test_a_not_sure_answer_arriving_live_links_to_the_model_page(
     browser, live_server, tiny_bundle, media_root, settings, tmp_path
 ):
     """The "Not sure" notice, drawn when the answer arrives on an open result page, links to the
-    model card's "When not to trust it" (a bundle whose threshold makes every answer "not sure")."""
+    model card's "When not to trust it" (a bundle whose threshold makes every answer "not sure"); the
+    answer set arrives with it and links to the card's "Answer sets" (a threshold that takes every class)."""
     import json
     import shutil
 
@@ -245,6 +246,7 @@ def test_a_not_sure_answer_arriving_live_links_to_the_model_page(
     shutil.copytree(tiny_bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["uncertain"] = {"threshold": 1.01}  # no answer is that sure
+    manifest["prediction_set"] = {"threshold": 0.0, "coverage": 0.95}  # every class in every set
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     settings.MODEL_BUNDLE = str(bundle)
     user = user_with_password("frank")
@@ -259,4 +261,17 @@ def test_a_not_sure_answer_arriving_live_links_to_the_model_page(
     notice = wait(browser).until(EC.presence_of_element_located((By.ID, "uncertain-notice")))
     link = notice.find_element(By.TAG_NAME, "a")
     assert link.get_attribute("href") == live_server.url + "/model/#trust-heading"
+    answer_set = browser.find_element(By.ID, "answer-set")
+    assert answer_set.text.startswith("Answer set: 10 classes. At 95% coverage it could be “")
+    assert answer_set.find_element(By.TAG_NAME, "a").get_attribute("href") == live_server.url + "/model/#sets-heading"
+    browser.refresh()  # the page as the server renders it says the same
+    assert browser.find_element(By.ID, "answer-set").text == answer_set_text(job)
     assert console_errors(browser) == []
+
+
+def answer_set_text(job) -> str:
+    from classifier.explanations.selectors import prediction_set_summary
+
+    job.refresh_from_db()
+    e = job.explanation
+    return f"Answer set: 10 classes. {prediction_set_summary(e.prediction_set, e.prediction_set_coverage)['text']} What this means."

@@ -194,6 +194,7 @@ def test_prediction_set_reads_as_a_sentence_and_a_bundle_without_sets_shows_none
     client.force_login(sure.owner)
     html = client.get(reverse("classifier:result", kwargs={"id": sure.id})).content.decode()
     assert "Answer set: one class." in html and "At 95% coverage only “cat” fits." in html
+    assert "{#" not in html and "#}" not in html  # no template comment leaks into the page
     html = client.get(reverse("classifier:result", kwargs={"id": plain.id})).content.decode()
     assert 'id="answer-set"' not in html
     client.force_login(UserFactory(is_staff=True, is_superuser=True))  # staff see it in the admin
