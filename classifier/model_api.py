@@ -79,9 +79,22 @@ class UncertainSerializer(serializers.Serializer):
 
 class PredictionSetCardSerializer(serializers.Serializer):
     coverage = _share(help_text="the coverage the sets are fitted for: the true class is in an image's set this often")
-    threshold = _share(help_text="a class is in the set when its calibrated probability is at least this")
+    classwise = serializers.BooleanField(
+        allow_null=True, help_text="one threshold per class: the coverage holds for the images of every class"
+    )
+    threshold = _share(
+        help_text="marginal sets: a class is in the set when its calibrated probability is at least this"
+    )
+    thresholds = serializers.ListField(
+        child=serializers.FloatField(),
+        allow_null=True,
+        help_text="the threshold of each class, in the order of classes",
+    )
     measured_coverage = _share(help_text="how often the true class was in its set on held-out images")
     mean_size = serializers.FloatField(allow_null=True, help_text="classes per set on held-out images")
+    lowest_class = serializers.DictField(
+        allow_null=True, help_text='the class whose images were covered least often: {"class", "coverage"}'
+    )
 
 
 class UnusualSerializer(serializers.Serializer):

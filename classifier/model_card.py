@@ -192,11 +192,21 @@ def _card(manifest_path: str, mtime_ns: int) -> ModelCard:
         temperature=_number(calibration.get("temperature")),
         uncertain=manifest.uncertain if isinstance(manifest.uncertain, dict) else None,
         ood=manifest.ood if isinstance(manifest.ood, dict) else None,
-        prediction_set=manifest.prediction_set if isinstance(manifest.prediction_set, dict) else None,
+        prediction_set=_prediction_set(manifest.prediction_set),
         per_class=_per_class(report),
         confused=_confused(report),
         figures=[f for f in FIGURES if figure_path(bundle, f.file).is_file()],
     )
+
+
+def _prediction_set(entry: Any) -> dict[str, Any] | None:
+    """The manifest's answer-set entry, with the range of its per-class thresholds for the page."""
+    if not isinstance(entry, dict):
+        return None
+    values = [v for v in entry.get("thresholds") or [] if isinstance(v, int | float)]
+    if not values and isinstance(entry.get("threshold"), int | float):
+        values = [entry["threshold"]]
+    return {**entry, "threshold_min": min(values, default=None), "threshold_max": max(values, default=None)}
 
 
 def figure_path(bundle: Path, file: str) -> Path:

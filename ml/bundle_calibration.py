@@ -41,10 +41,13 @@ def calibrate(
     target_accuracy: float = 0.97,
     ood_max_flagged: float = 0.05,
     set_coverage: float = 0.95,
+    set_classwise: bool = False,
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Fit the temperature and choose the thresholds (uncertain, OOD, the prediction sets' at
-    ``set_coverage``) on one seeded half of the validation images (the fit half), and measure
-    everything on the other (the report half)."""
+    ``set_coverage``, one per class with ``set_classwise``) on one seeded half of the validation
+    images (the fit half), and measure everything on the other (the report half). ``classes``
+    names the classes in the reports (default: their indices)."""
     from ml import calibration as cal
     from ml import metrics, ood
 
@@ -98,7 +101,8 @@ def calibrate(
             "n_generated": int(len(ood_generated)),
             "n_validation_report": int(len(rep)),
         },
-        "prediction_set": conformal.fit_and_report(after, labels, fit, rep, set_coverage),
+        "prediction_set": conformal.fit_and_report(after, labels, fit, rep, set_coverage, set_classwise),
+        "classes": list(classes) if classes is not None else [str(k) for k in range(member_logits.shape[2])],
         "ood_val": ood_val,
         "ood_generated": ood_generated,
     }
@@ -216,7 +220,7 @@ def calibration_markdown(c: dict[str, Any], data_line: str, by_level: dict[str, 
         )
     lines += [
         "",
-        *(conformal.markdown(c["prediction_set"]) + [""] if "prediction_set" in c else []),
+        *(conformal.markdown(c["prediction_set"], c["classes"]) + [""] if "prediction_set" in c else []),
         f"## Out of distribution: ood_score > {o['threshold']:.4f}",
         "",
         "The score is the members' mean energy, -logsumexp(TTA-averaged logits); the threshold flags "
@@ -271,5 +275,9 @@ def summary_fields(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "generated_set": "ml.ood.generate: noise, flat colours, rendered text, stripes, checkerboards",
             "measured_on": "report half of the validation images against the generated set",
         },
-        **({"prediction_set": conformal.manifest_field(c["prediction_set"])} if "prediction_set" in c else {}),
+        **(
+            {"prediction_set": conformal.manifest_field(c["prediction_set"], c["classes"])}
+            if "prediction_set" in c
+            else {}
+        ),
     }

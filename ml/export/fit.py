@@ -25,6 +25,22 @@ class Calibration:
     cal: dict[str, Any] | None = None
 
 
+def _calibrate(val: dict[str, Any], gen: dict[str, Any], kinds: list[str], inputs: Inputs, args: argparse.Namespace):
+    return calibrate(
+        val["member_logits"],
+        inputs.dataset.labels,
+        val["ood_score"],
+        gen["ood_score"],
+        kinds,
+        seed=args.calibration_seed,
+        target_accuracy=args.uncertain_accuracy,
+        ood_max_flagged=args.ood_max_flagged,
+        set_coverage=args.set_coverage,
+        set_classwise=args.set_classwise,
+        classes=inputs.classes,
+    )
+
+
 def calibrate_on_validation(
     inputs: Inputs, level: int, args: argparse.Namespace, *, top: int | None = None
 ) -> Calibration:
@@ -41,17 +57,10 @@ def calibrate_on_validation(
     val = ensemble_scores(eager, dataset.images, args.batch_size)
     generated, kinds = ood.generate(args.ood_per_kind, seed=1)
     gen = ensemble_scores(eager, generated, args.batch_size)
-    cal = calibrate(
-        val["member_logits"],
-        dataset.labels,
-        val["ood_score"],
-        gen["ood_score"],
-        kinds,
-        seed=args.calibration_seed,
-        target_accuracy=args.uncertain_accuracy,
-        ood_max_flagged=args.ood_max_flagged,
-        set_coverage=args.set_coverage,
-    )
+    try:
+        cal = _calibrate(val, gen, kinds, inputs, args)
+    except ValueError as exc:  # e.g. class-wise sets with too few validation images of a class
+        raise SystemExit(f"python -m ml export: {exc}") from exc
     gen_probs = ensemble_probs(gen["member_logits"], cal["temperature"])
     rep = cal["split"]["report"]
     cal["ood"]["auroc_msp"] = ood.auroc(1 - cal["probs"][rep].max(axis=1), 1 - gen_probs.max(axis=1))

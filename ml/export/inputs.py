@@ -90,6 +90,12 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.
         "images like the fit half's (ml.conformal; default 0.95)",
     )
     g.add_argument(
+        "--set-classwise",
+        action="store_true",
+        help="one prediction-set threshold per class, so that the coverage holds for the images of every class "
+        "(needs coverage / (1 - coverage) validation images of each class in the fit half)",
+    )
+    g.add_argument(
         "--ood-max-flagged",
         type=float,
         default=0.05,

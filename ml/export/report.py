@@ -172,8 +172,9 @@ def print_summary(
     )
     if "prediction_set" in fields:
         ps = fields["prediction_set"]
+        rule = "one threshold per class" if ps["classwise"] else f"probability >= {ps['threshold']:.4f}"
         print(
-            f"prediction sets at {pct(ps['coverage'])} coverage: probability >= {ps['threshold']:.4f}, "
+            f"prediction sets at {pct(ps['coverage'])} coverage: {rule}, "
             f"covered {pct(ps['measured_coverage'])}, mean size {ps['mean_size']:.3f} (report half)"
         )
     print(f"report: {report_dir}; metrics in {out / 'manifest.json'}")

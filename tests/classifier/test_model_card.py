@@ -41,7 +41,8 @@ def test_the_card_holds_the_bundles_own_numbers(bundle: Path) -> None:
     assert card.parameters == sum(m["params"] for m in manifest["members"])
     assert card.uncertain["threshold"] == manifest["uncertain"]["threshold"]
     assert card.ood["generated_flagged"] == manifest["ood"]["generated_flagged"]
-    assert card.prediction_set["threshold"] == manifest["prediction_set"]["threshold"]
+    assert card.prediction_set["thresholds"] == manifest["prediction_set"]["thresholds"]
+    assert card.prediction_set["threshold_min"] == min(manifest["prediction_set"]["thresholds"])
     f1 = {row["class"]: row["f1"] for row in report["per_class"]}
     assert [row.name for row in card.per_class] == sorted(f1, key=f1.get)  # weakest first
     assert card.weakest[0].name == min(f1, key=f1.get)
@@ -63,7 +64,13 @@ def test_the_page_tells_a_visitor_what_the_model_knows_and_when_not_to_trust_it(
     assert f"{card.ood['generated_flagged'] * 100:.0f}%" in html
     sets = card.prediction_set  # the answer sets, with the coverage measured on held-out images
     assert 'id="sets-heading"' in html and f"{sets['measured_coverage'] * 100:.1f}%" in html
-    assert f"{sets['threshold'] * 100:.1f}%" in html and f"{sets['mean_size']:.2f} classes per set" in html
+    assert f"{sets['mean_size']:.2f} classes per set" in html
+    if sets["classwise"]:  # the shipped sets: one threshold per class, and the class covered least
+        assert f"from {sets['threshold_min'] * 100:.1f}% to {sets['threshold_max'] * 100:.1f}%" in html
+        lowest = sets["lowest_class"]
+        assert f"in {lowest['coverage'] * 100:.1f}% of the {lowest['class']} pictures" in html
+    else:
+        assert f"at least {sets['threshold'] * 100:.1f}%" in html
     assert f'href="{reverse("api:model")}"' in html  # and for programs, the JSON twin
     # reachable from every page's footer and from the visitors' home page
     assert reverse("classifier:model") in client.get(reverse("classifier:home")).content.decode()
@@ -80,6 +87,27 @@ def test_the_page_follows_a_re_exported_bundle(client, bundle: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a new mtime, even on coarse clocks
     html = client.get(reverse("classifier:model")).content.decode()
     assert "re-exported-1" in html and "50.0%" in html
+
+
+def test_the_page_explains_marginal_answer_sets_too(client, bundle: Path) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["prediction_set"] = {
+        "coverage": 0.9,
+        "classwise": False,
+        "threshold": 0.3,
+        "thresholds": [0.3] * 10,
+        "measured_coverage": 0.912,
+        "mean_size": 1.234,
+        "by_size": {"1": {"share": 0.8, "coverage": 0.95}},
+    }
+    path = bundle / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    html = client.get(reverse("classifier:model")).content.decode()
+    text = " ".join(html.split())  # the template wraps its sentences
+    assert "at least 30.0%, and always the best guess" in text and "90% of pictures like the held-out ones" in text
+    assert "91.2%" in html and "1.23 classes per set" in html and "80% of the sets held one class" in html
 
 
 def test_without_a_report_the_page_shows_what_the_manifest_has(client, bundle: Path) -> None:
@@ -149,7 +177,8 @@ def test_the_api_gives_the_bundles_own_numbers_without_a_token(client, bundle: P
     assert body["unusual"]["generated_flagged"] == manifest["ood"]["generated_flagged"]
     assert body["unusual"]["auroc"] == manifest["ood"]["auroc"]
     sets = manifest["prediction_set"]
-    assert body["prediction_set"] == {k: sets[k] for k in ("coverage", "threshold", "measured_coverage", "mean_size")}
+    keys = ("coverage", "classwise", "threshold", "thresholds", "measured_coverage", "mean_size", "lowest_class")
+    assert body["prediction_set"] == {k: sets[k] for k in keys}
     assert body["exported_at"].startswith(manifest["created_at"][:19])
     assert body["page"] == f"http://testserver{reverse('classifier:model')}"
 

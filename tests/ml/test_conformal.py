@@ -83,18 +83,72 @@ def test_coverage_holds_on_average_over_random_held_out_sets():
     assert mean <= coverage + 1 / (n + 1) + 0.02 + 3 * se  # + what the non-empty rule adds
 
 
+def test_classwise_sets_fit_each_class_on_its_own_images_and_cover_every_class():
+    """One threshold per class: each is the marginal fit on that class's held-out images, and the
+    coverage holds for the images of every class, where one common threshold lets a hard class
+    fall short while easy ones are over-covered."""
+    coverage, n = 0.9, 600
+    rng = np.random.default_rng(7)
+
+    def draw(size: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 3, size)
+        # class 0 is easy (the model is sure and right), class 2 is hard (often confused with 1)
+        sharp = np.array([8.0, 3.0, 0.6])[labels]
+        logits = rng.normal(0, 1, (size, 3))
+        logits[np.arange(size), labels] += sharp
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return probs, labels
+
+    probs, labels = draw(n)
+    thresholds = conformal.fit_thresholds(probs, labels, coverage, classwise=True)
+    for k in range(3):
+        rows = labels == k
+        assert thresholds[k] == conformal.fit_threshold(probs[rows], labels[rows], coverage)
+    marginal = conformal.fit_thresholds(probs, labels, coverage)
+    assert (marginal == conformal.fit_threshold(probs, labels, coverage)).all()
+
+    by_class_classwise, by_class_marginal = [], []
+    for _ in range(60):
+        fit_p, fit_y = draw(n)
+        test_p, test_y = draw(n)
+        by_class_classwise.append(
+            conformal.evaluate(test_p, test_y, conformal.fit_thresholds(fit_p, fit_y, coverage, True))["by_class"]
+        )
+        by_class_marginal.append(
+            conformal.evaluate(test_p, test_y, conformal.fit_thresholds(fit_p, fit_y, coverage))["by_class"]
+        )
+    classwise_mean = np.mean(by_class_classwise, axis=0)
+    marginal_mean = np.mean(by_class_marginal, axis=0)
+    assert (classwise_mean >= coverage - 0.01).all()  # every class covered (within the simulation's noise)
+    assert marginal_mean[2] < coverage - 0.02 < marginal_mean[0]  # the common threshold short-changes the hard class
+
+
+def test_classwise_sets_refuse_a_class_with_too_few_images():
+    probs, labels = dirichlet_probs(300, 3, seed=5)
+    labels[:] = np.where(labels == 2, 1, labels)
+    labels[:5] = 2  # 5 images of class 2: 95% needs 19
+    with pytest.raises(ValueError, match="need at least 19 held-out images of every class.*class 2: 5"):
+        conformal.fit_thresholds(probs, labels, 0.95, classwise=True)
+    assert conformal.fit_thresholds(probs, labels, 0.8, classwise=True).shape == (3,)  # 0.8 needs 4
+
+
 def test_evaluate_counts_sizes_and_coverage_by_size():
     probs = np.array([[0.9, 0.05, 0.05], [0.5, 0.45, 0.05], [0.4, 0.3, 0.3], [0.6, 0.3, 0.1]])
     labels = np.array([0, 1, 2, 1])
-    result = conformal.evaluate(probs, labels, threshold=0.3)
+    result = conformal.evaluate(probs, labels, thresholds=0.3)
     # sets: {0}, {0, 1}, {0, 1, 2}, {0, 1}
     assert result["n"] == 4 and result["coverage"] == 1.0 and result["mean_size"] == pytest.approx(2.0)
     assert result["by_size"]["1"] == {"share": 0.25, "coverage": 1.0}
     assert result["by_size"]["2"] == {"share": 0.5, "coverage": 1.0}
     assert result["by_size"]["3+"] == {"share": 0.25, "coverage": 1.0}
-    assert conformal.evaluate(probs, labels, threshold=0.95)["by_size"]["2"]["coverage"] is None
+    assert result["by_class"] == [1.0, 1.0, 1.0]
+    assert conformal.evaluate(probs, labels, thresholds=0.95)["by_size"]["2"]["coverage"] is None
+    # per-class thresholds: class 1 needs 0.5 and class 2 0.2
+    per_class = conformal.evaluate(probs, labels, thresholds=np.array([0.5, 0.5, 0.2]))
+    assert per_class["by_class"] == [1.0, 0.0, 1.0] and per_class["mean_size"] == pytest.approx(5 / 4)
     assert conformal.labels_in_set([0.3, 0.45, 0.25], 0.28, ["cat", "dog", "frog"]) == ["dog", "cat"]
     assert conformal.labels_in_set([0.3, 0.45, 0.25], 0.9, ["cat", "dog", "frog"]) == ["dog"]
+    assert conformal.labels_in_set([0.3, 0.45, 0.25], [0.4, 0.9, 0.2], ["cat", "dog", "frog"]) == ["dog", "frog"]
 
 
 @pytest.mark.parametrize("coverage", [0, 1, 1.5, -0.1])
@@ -149,7 +203,9 @@ def test_ml_conformal_fits_a_bundles_sets_from_its_report(tmp_path, capsys):
     assert "prediction sets at 90% coverage" in out and f"report half ({len(rep)} images)" in out
 
     ps = read_manifest(bundle).prediction_set
-    assert ps["coverage"] == 0.9 and ps["n_fit"] == len(fit)
+    assert ps["coverage"] == 0.9 and ps["n_fit"] == len(fit) and ps["classwise"] is False
+    assert ps["thresholds"] == [ps["threshold"]] * 4 and set(ps["by_class"]) == {"cat", "dog", "frog", "ship"}
+    assert ps["lowest_class"]["coverage"] == min(ps["by_class"].values())
     assert ps["threshold"] == pytest.approx(conformal.fit_threshold(probs[fit].astype(np.float32), labels[fit], 0.9))
     assert ps["measured_coverage"] == pytest.approx(
         conformal.evaluate(probs[rep].astype(np.float32), labels[rep], ps["threshold"])["coverage"]
@@ -159,10 +215,15 @@ def test_ml_conformal_fits_a_bundles_sets_from_its_report(tmp_path, capsys):
     md = (bundle / "report" / "calibration.md").read_text()
     assert md.index("## Prediction sets: 90% coverage") < md.index("## Out of distribution") and "AUROC" in md
 
-    conformal.main([str(bundle), "--coverage", "0.95"])  # again: the section is replaced, not added
+    conformal.main([str(bundle), "--coverage", "0.95", "--classwise"])  # again: the section is replaced, not added
+    assert "one threshold per class" in capsys.readouterr().out
     md = (bundle / "report" / "calibration.md").read_text()
-    assert md.count("## Prediction sets") == 1 and "## Prediction sets: 95% coverage" in md
-    assert md.index("## Prediction sets") < md.index("## Out of distribution")
+    assert md.count("## Prediction sets") == 1 and "## Prediction sets: 95% coverage for every class" in md
+    assert md.index("## Prediction sets") < md.index("## Out of distribution") and "| ship |" in md
+    ps = read_manifest(bundle).prediction_set
+    assert ps["classwise"] is True and ps["threshold"] is None
+    expected = conformal.fit_thresholds(probs[fit].astype(np.float32), labels[fit], 0.95, classwise=True)
+    assert ps["thresholds"] == pytest.approx(expected.tolist())
 
 
 def test_ml_conformal_explains_a_bundle_without_a_report_and_a_bad_coverage(tmp_path, capsys):
@@ -171,6 +232,9 @@ def test_ml_conformal_explains_a_bundle_without_a_report_and_a_bad_coverage(tmp_
     with pytest.raises(SystemExit):
         conformal.main([str(bundle), "--coverage", "95"])
     assert "coverage must be between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # 40 images, about 5 per class in the fit half: 99% needs 99 of each
+        conformal.main([str(bundle), "--coverage", "0.99", "--classwise"])
+    assert "need at least 99 held-out images of every class" in capsys.readouterr().err
     (bundle / "report" / "predictions.npz").unlink()
     with pytest.raises(SystemExit):
         conformal.main([str(bundle)])

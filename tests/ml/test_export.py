@@ -178,6 +178,9 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     # --precisions: the bundle predicts its validation split again through the worker's loader
     assert refit["by_precision"]["fp32"]["coverage"] == pytest.approx(ps["measured_coverage"])
     assert "| fp32 |" in (out / "report" / "calibration.md").read_text()
+    conformal.main([str(out), "--coverage", "0.5", "--classwise"])  # 3 fit images per class hold a 50% set
+    classwise = read_manifest(out).prediction_set
+    assert classwise["classwise"] and len(classwise["thresholds"]) == len(manifest.classes)
     assert (out / "report" / "calibration.md").read_text().count("## Prediction sets") == 1
 
     # members/: half precision, no optimiser; export accepts them back, same probabilities to ~1e-3

@@ -46,7 +46,8 @@ class ExplainedPrediction:
     # class), most probable first: the true class is in it for ``set_coverage`` of held-out images (ml.conformal)
     prediction_set: list[str] | None = None
     set_coverage: float | None = None
-    thresholds: dict = field(default_factory=dict)  # {"uncertain": t, "ood": t, "set": t} from the manifest
+    # {"uncertain": t, "ood": t, "set": [t per class]} from the manifest
+    thresholds: dict = field(default_factory=dict)
     explainable: bool = False  # the bundle has an explain method (maps can be computed, maybe later)
 
 
@@ -128,10 +129,21 @@ def predict_explained(
     return _results(merged, images, manifest, k, has_explain, explainable=hasattr(bundle.explainer, "explain"))
 
 
-def _prediction_set(probs: torch.Tensor, order: torch.Tensor, threshold: float, classes: list[str]) -> list[str]:
-    """The classes at or above ``threshold``, most probable first; the top class always (ml.conformal's rule)."""
-    keep = [int(j) for j in order.tolist() if float(probs[j]) >= threshold]
-    return [classes[j] for j in keep] or [classes[int(order[0])]]
+def _set_thresholds(entry: dict | None, num_classes: int) -> list[float] | None:
+    """The manifest's prediction-set thresholds, one per class (``thresholds``; or the marginal
+    ``threshold`` for every class); None when the bundle has none or they do not fit its classes."""
+    values = (entry or {}).get("thresholds")
+    if isinstance(values, list) and len(values) == num_classes and all(isinstance(v, int | float) for v in values):
+        return [float(v) for v in values]
+    single = _threshold(entry)
+    return None if single is None else [single] * num_classes
+
+
+def _prediction_set(probs: torch.Tensor, order: torch.Tensor, thresholds: list[float], classes: list[str]) -> list[str]:
+    """The classes at or above their threshold, most probable first; the top class always (ml.conformal's
+    rule: with one threshold per class, others can pass theirs while the top class misses its own)."""
+    top = int(order[0])
+    return [classes[j] for j in map(int, order.tolist()) if j == top or float(probs[j]) >= thresholds[j]]
 
 
 def _results(
@@ -143,7 +155,7 @@ def _results(
     member_top_p, member_top = out["member_probs"].max(dim=2)  # M x N
     archs = [m.get("arch", "?") for m in manifest.members] or ["?"] * member_top.shape[0]
     t_uncertain, t_ood = _threshold(manifest.uncertain), _threshold(manifest.ood)
-    t_set = _threshold(manifest.prediction_set)
+    t_set = _set_thresholds(manifest.prediction_set, len(classes))
     set_coverage = (manifest.prediction_set or {}).get("coverage") if t_set is not None else None
     order = torch.argsort(probs, dim=1, descending=True, stable=True)
     layers = (manifest.explain or {}).get("layers") or []

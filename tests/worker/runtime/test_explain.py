@@ -112,6 +112,26 @@ def test_members_agreement_thresholds_and_superclass(ensemble_bundle, images):
     assert max(sizes) > 1 and min(sizes) < len(CLASSES)
 
 
+def test_prediction_sets_take_one_threshold_per_class_or_one_for_all():
+    from worker.runtime.explain import _prediction_set, _set_thresholds
+
+    classes = ["cat", "dog", "frog"]
+    assert _set_thresholds({"thresholds": [0.5, 0.1, 0.2]}, 3) == [0.5, 0.1, 0.2]
+    assert (
+        _set_thresholds({"threshold": 0.25, "thresholds": [0.25]}, 3) == [0.25] * 3
+    )  # wrong length: the one threshold
+    assert _set_thresholds({"threshold": 0.25}, 3) == [0.25] * 3
+    assert _set_thresholds(None, 3) is None and _set_thresholds({"thresholds": ["x", 1, 2]}, 3) is None
+    probs = torch.tensor([0.45, 0.35, 0.2])
+    order = torch.argsort(probs, descending=True)
+    assert _prediction_set(probs, order, [0.5, 0.1, 0.2], classes) == ["cat", "dog", "frog"]  # cat: the top class
+    assert _prediction_set(probs, order, [0.5, 0.4, 0.3], classes) == ["cat"]
+    for thresholds in ([0.3, 0.3, 0.3], [0.9, 0.3, 0.05]):
+        assert _prediction_set(probs, order, thresholds, classes) == conformal.labels_in_set(
+            probs.double().numpy(), thresholds, classes
+        )
+
+
 def test_bundle_without_explain_still_predicts(tmp_path, images):
     """An old bundle (forward only): the same predictions, and every explanation field None."""
 
