@@ -1,6 +1,6 @@
-"""Accuracy on the users' feedback: the live evaluation of one version, and champion against
-challenger on the same labelled jobs. One query fetches the (predicted, label) pairs; `stats`
-counts them."""
+"""Accuracy on the users' feedback: the live evaluation of one version (with how often its answer
+sets held the true class), and champion against challenger on the same labelled jobs. One query
+fetches the (predicted, label) pairs; `stats` counts them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,40 @@ def _feedback_rows(version: ModelVersion) -> list[tuple[str, str, bool]]:
             "classification__top_label", "label", "correct"
         )
     )
+
+
+def live_answer_sets(*, version: ModelVersion) -> dict[str, Any] | None:
+    """How often the answer sets held the true class on the users' feedback (the guarantee checked on
+    live images: well below the coverage the sets were fitted for means the live images are not like
+    the held-out ones). Counts the feedback whose true class is known (a "right" answer, or a
+    correction naming the class) on jobs that have a set; None when the version's jobs have none."""
+    rows = Feedback.objects.filter(
+        classification__bundle_version=version, classification__explanation__prediction_set__isnull=False
+    ).values_list(
+        "correct",
+        "label",
+        "classification__top_label",
+        "classification__explanation__prediction_set",
+        "classification__explanation__prediction_set_coverage",
+    )
+    known = [
+        (true, labels, coverage)
+        for correct, label, top, labels, coverage in rows
+        if isinstance(labels, list) and labels and (true := label or (top if correct else ""))
+    ]
+    if not known:
+        return None
+    n = len(known)
+    covered = sum(1 for true, labels, _ in known if true in labels)
+    targets = sorted({coverage for _, _, coverage in known if coverage is not None})
+    return {
+        "n": n,
+        "covered": covered,
+        "coverage": covered / n,
+        "interval": stats.wilson_interval(covered, n),
+        "target": targets[-1] if targets else None,  # one value, unless the version's sets were refitted
+        "mean_size": sum(len(labels) for _, labels, _ in known) / n,
+    }
 
 
 def live_evaluation(*, version: ModelVersion) -> dict[str, Any]:
@@ -66,6 +100,7 @@ def live_evaluation(*, version: ModelVersion) -> dict[str, Any]:
         "most_corrected": most_corrected,
         "offline_accuracy": offline.get("accuracy", version.metrics.get("accuracy")),
         "offline_n": offline.get("n"),
+        "answer_sets": live_answer_sets(version=version),
     }
 
 

@@ -57,6 +57,22 @@ def test_version_page_shows_live_numbers_beside_offline(staff_client):
     assert "87.26%" in html  # offline
     assert "30.06% &ndash; 95.44%" in html  # Wilson 95% for 3 of 4
     assert 'id="most-corrected"' in html and 'id="live-confusion"' in html
+    assert 'id="live-set-coverage"' not in html  # no answer sets on these jobs
+
+
+def test_version_page_warns_when_the_answer_sets_miss_more_than_they_should(staff_client):
+    from classifier.models import Explanation
+
+    version = ModelVersionFactory()
+    for i in range(40):  # 30 of 40 covered: 75%, Wilson 95% interval 59.8% to 86.3%, below 95%
+        job = done_job(version, top="cat")
+        Explanation.objects.create(
+            classification=job, model_input=b"", prediction_set=["cat"], prediction_set_coverage=0.95
+        )
+        Feedback.objects.create(classification=job, user=job.owner, correct=i < 30, label="cat" if i < 30 else "dog")
+    html = staff_client.get(version_url(version)).content.decode()
+    assert 'id="live-set-coverage"' in html and "75.00% (30 of 40;" in html and "fitted for 95%" in html
+    assert 'id="set-coverage-warning"' in html
 
 
 def test_version_page_compares_champion_and_challenger(staff_client):

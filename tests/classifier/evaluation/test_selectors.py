@@ -11,7 +11,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from classifier.evaluation import selectors
 from classifier.evaluation.models import Feedback, ModelVersion, ShadowPrediction
-from classifier.models import Classification
+from classifier.models import Classification, Explanation
 from tests.classifier.evaluation.factories import ModelVersionFactory, bulk_done, done_job, now
 from tests.classifier.factories import ClassificationFactory, UserFactory
 from tests.conftest import CIFAR10_CLASSES
@@ -60,6 +60,27 @@ def test_live_evaluation_numbers():
 def test_live_evaluation_without_feedback():
     live = selectors.live_evaluation(version=ModelVersionFactory())
     assert (live["n"], live["accuracy"], live["interval"], live["most_corrected"]) == (0, None, None, [])
+    assert live["answer_sets"] is None
+
+
+def with_set(job, labels: list[str], coverage: float = 0.95):
+    Explanation.objects.create(
+        classification=job, model_input=b"", prediction_set=labels, prediction_set_coverage=coverage
+    )
+    return job
+
+
+def test_live_answer_sets_count_the_feedback_whose_true_class_is_known():
+    version = ModelVersionFactory()
+    give(with_set(done_job(version, top="cat"), ["cat"]), label="cat")  # right: covered
+    give(with_set(done_job(version, top="cat"), ["cat", "dog"]), label="dog")  # wrong, but the set held it
+    give(with_set(done_job(version, top="cat"), ["cat", "dog"]), label="frog")  # wrong and not in the set
+    give(with_set(done_job(version, top="cat"), ["cat"]), correct=False)  # wrong, true class unknown: left out
+    give(done_job(version, top="dog"), label="dog")  # a job without a set (an older bundle): left out
+    sets = selectors.live_evaluation(version=version)["answer_sets"]
+    assert (sets["n"], sets["covered"], sets["target"]) == (3, 2, 0.95)
+    assert sets["coverage"] == pytest.approx(2 / 3) and sets["mean_size"] == pytest.approx(5 / 3)
+    assert sets["interval"] == pytest.approx(proportion_confint(2, 3, method="wilson"))
 
 
 def test_champion_against_challenger_on_the_same_feedback():
