@@ -25,17 +25,28 @@ def frame_key(frame_id: str) -> str:
 
 
 def frame_predict(*, data: bytes) -> dict:
-    """Top-k of one frame, or ``{"error": message}`` when it is not an image we can read (worker side)."""
+    """Top-k of one frame with its answer set (the classes the model cannot rule out, null for a
+    bundle without sets; the same plain forward pass as the uploads'), or ``{"error": message}``
+    when it is not an image we can read (worker side)."""
+    from classifier import explanations
+    from classifier.explanations.selectors import prediction_set_summary
     from worker.runtime.batching import predict_batch
     from worker.runtime.images import ImageRejected
     from worker.runtime.predictor import get_predictor
 
     predictor = get_predictor(settings.MODEL_BUNDLE, device=settings.MODEL_DEVICE)
-    [result] = predict_batch(predictor, [data], top_k=settings.PREDICTION_TOP_K, max_pixels=settings.MAX_IMAGE_PIXELS)
+    [result] = predict_batch(
+        predictor,
+        [data],
+        top_k=settings.PREDICTION_TOP_K,
+        max_pixels=settings.MAX_IMAGE_PIXELS,
+        run=lambda arrays, k: explanations.predict(predictor, arrays, top_k=k),
+    )
     if isinstance(result, ImageRejected):
         return {"error": str(result)}
     return {
-        "predictions": [{"label": label, "probability": round(float(p), 6)} for label, p in result],
+        "predictions": [{"label": label, "probability": round(float(p), 6)} for label, p in result.predictions],
+        "prediction_set": prediction_set_summary(result.prediction_set, result.set_coverage),
         "model_version": predictor.version,
     }
 

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from classifier import frames
 from classifier.api import ERROR_RESPONSE, PredictionSerializer
 from classifier.errors import ApplicationError
+from classifier.explanations.api import PredictionSetSerializer
 
 
 class FrameApi(APIView):
@@ -37,6 +38,9 @@ class FrameApi(APIView):
 
     class FrameOutputSerializer(serializers.Serializer):
         predictions = PredictionSerializer(many=True)
+        prediction_set = PredictionSetSerializer(
+            allow_null=True, help_text="the classes the model cannot rule out (null for a bundle without answer sets)"
+        )
         model_version = serializers.CharField()
 
     @extend_schema(

@@ -7,11 +7,11 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import JSONField, OuterRef, QuerySet, Subquery
 from django.http import StreamingHttpResponse
 
 from classifier.evaluation.models import Feedback
-from classifier.models import Classification
+from classifier.models import Classification, Explanation
 
 CHUNK_SIZE = 2000
 HEADER = [
@@ -21,6 +21,7 @@ HEADER = [
     "top_label",
     "top_probability",
     "predictions",
+    "answer_set",
     "model_version",
     "queued_at",
     "started_at",
@@ -62,11 +63,13 @@ def _cell(value: Any) -> Any:
 
 
 def with_feedback(queryset: QuerySet[Classification]) -> QuerySet[Classification]:
-    """Annotate each row with its owner's feedback (correct, label) in the same query."""
+    """Annotate each row with its owner's feedback (correct, label) and its answer set, in the same query."""
     mine = Feedback.objects.filter(classification=OuterRef("pk"), user=OuterRef("owner"))
+    explanation = Explanation.objects.filter(classification=OuterRef("pk"))
     return queryset.annotate(
         feedback_correct=Subquery(mine.values("correct")[:1]),
         feedback_label=Subquery(mine.values("label")[:1]),
+        answer_set=Subquery(explanation.values("prediction_set")[:1], output_field=JSONField()),
     )
 
 
@@ -80,6 +83,7 @@ def _row(c: Classification, staff: bool) -> list[Any]:
         c.top_label,
         "" if c.top_probability is None else f"{c.top_probability:.6f}",
         predictions,
+        ";".join(getattr(c, "answer_set", None) or []),  # the classes the model could not rule out
         c.model_version,
         c.created_at.isoformat(),
         c.started_at.isoformat() if c.started_at else "",

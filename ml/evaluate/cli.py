@@ -7,6 +7,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ml.data import ArrayDataset
 from ml.evaluate.data import SPLITS, check_classes, describe_split, load_eval_data
 from ml.evaluate.predictor import load_predictor
@@ -77,6 +79,12 @@ def main(argv: list[str]) -> None:
     probs = predictor.predict(dataset.images, batch_size=args.batch_size, tta=args.tta)
     result = evaluate_probs(probs, dataset.labels, predictor.classes)
     out = Path(args.out) if args.out else default_out_dir(args.model, args.split, args.tta)
+    answer_sets = None
+    if predictor.set_thresholds is not None:  # a bundle with answer sets: do they hold on these images?
+        from ml import conformal
+
+        measured = conformal.evaluate(probs, dataset.labels, np.asarray(predictor.set_thresholds))
+        answer_sets = {"fitted_coverage": predictor.set_coverage, **measured}
     write_report(
         out,
         result,
@@ -90,6 +98,12 @@ def main(argv: list[str]) -> None:
         tta=args.tta or predictor.builtin_flip_tta,
         command=shlex.join(["python", "-m", "ml", "evaluate", *argv]),
         plots_enabled=not args.no_plots,
+        extra={"prediction_set": answer_sets} if answer_sets else None,
     )
     print(summary_line(result))
+    if answer_sets:
+        print(
+            f"answer sets (fitted for {answer_sets['fitted_coverage']}): held the true class for "
+            f"{100 * answer_sets['coverage']:.2f}%, {answer_sets['mean_size']:.3f} classes per set"
+        )
     print(f"report: {out}/report.json, report.md" + ("" if args.no_plots else " and PNGs"))

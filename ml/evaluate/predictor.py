@@ -28,6 +28,8 @@ class Predictor:
     info: dict[str, Any] = field(default_factory=dict)  # arch, params, macs, checkpoint metrics ...
     metrics_csvs: list[tuple[str, Path]] = field(default_factory=list)  # (label, metrics.csv) for curves
     builtin_flip_tta: bool = False  # a bundle exported with --flip-tta already averages over flips
+    set_thresholds: list[float] | None = None  # a bundle's answer-set thresholds, one per class (ml.conformal)
+    set_coverage: float | None = None  # the coverage they were fitted for
 
     @property
     def name(self) -> str:
@@ -132,6 +134,7 @@ def _checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
 
 def _bundle_predictor(path: Path, device: torch.device, precision: str = "fp32") -> Predictor:
     from worker.runtime.bundle import load_bundle
+    from worker.runtime.manifest import set_thresholds
 
     bundle = load_bundle(path, device=device, precision=precision)
     manifest = bundle.manifest
@@ -158,6 +161,8 @@ def _bundle_predictor(path: Path, device: torch.device, precision: str = "fp32")
         },
         metrics_csvs=curves,
         builtin_flip_tta=bool(manifest.extra.get("flip_tta")),
+        set_thresholds=set_thresholds(manifest.prediction_set, len(manifest.classes)),
+        set_coverage=(manifest.prediction_set or {}).get("coverage"),
     )
 
 

@@ -91,6 +91,22 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| **mean probability** | **{100 * r['accuracy']:.2f}%** | **{100 * r['macro_f1']:.2f}%** |")
         mv = e["majority_vote"]
         lines += [f"| majority vote | {100 * mv['accuracy']:.2f}% | {100 * mv['macro_f1']:.2f}% |", ""]
+    if r.get("prediction_set"):
+        s = r["prediction_set"]
+        fitted = s.get("fitted_coverage")
+        lines += [
+            "## Answer sets",
+            "",
+            "The bundle's answer sets (the classes it cannot rule out; `ml.conformal`), fitted for "
+            + (f"{100 * fitted:g}%" if fitted else "an unstated")
+            + " coverage on its own held-out images, measured on these:",
+            "",
+            f"- held the true class for **{100 * s['coverage']:.2f}%** of the {s['n']} images, "
+            f"{s['mean_size']:.3f} classes per set",
+            f"- one class: {100 * s['by_size']['1']['share']:.1f}% of the sets; two: "
+            f"{100 * s['by_size']['2']['share']:.1f}%; three or more: {100 * s['by_size']['3+']['share']:.1f}%",
+            "",
+        ]
     lines += ["## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for row in r["per_class"]:
         lines.append(

@@ -48,6 +48,9 @@
         item.appendChild(value);
         list.appendChild(item);
       });
+      var set = data.prediction_set;
+      $("live-set").textContent = set ? set.text : "";
+      $("live-set").className = "answer-set answer-set-" + (set && set.size > 1 ? "several" : "one");
       $("live-model").textContent = data.model_version || "—";
     }
 

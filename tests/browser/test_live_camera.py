@@ -34,9 +34,18 @@ def top_labels(browser) -> list[str]:
 
 
 def test_live_camera_classifies_frames_keeps_one_and_takes_a_paste(
-    camera_browser, live_server, tiny_bundle, media_root, settings, screenshot
+    camera_browser, live_server, tiny_bundle, media_root, settings, screenshot, tmp_path
 ):
+    import json
+    import shutil
+
     settings.PUSH_REDIS_URL = ""  # the live server answers frames in-process
+    bundle = tmp_path / "with-sets"  # answer sets that take every class above 0.1%
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["prediction_set"] = {"threshold": 0.001, "coverage": 0.95}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    settings.MODEL_BUNDLE = str(bundle)
     browser = camera_browser
     sign_up(browser, live_server, "camille")
     browser.get(live_server.url + "/live/")
@@ -47,6 +56,7 @@ def test_live_camera_classifies_frames_keeps_one_and_takes_a_paste(
     )  # the last 10 give the rate
     labels = top_labels(browser)
     assert len(labels) == 5 and set(labels) <= set(CIFAR10_CLASSES)
+    assert browser.find_element(By.ID, "live-set").text.startswith("At 95% coverage it could be “")
     print(f"\nlive camera in headless Chromium: {browser.find_element(By.ID, 'live-fps').text} frames/s, "
           f"last round trip {browser.find_element(By.ID, 'live-latency').text}")  # fmt: skip
     screenshot("live-camera")

@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from classifier import frames
-from classifier.models import Classification
+from classifier.models import Classification, Explanation
 from tests.classifier.factories import UserFactory
 from tests.conftest import CIFAR10_CLASSES, files_under, make_image_bytes
 
@@ -48,8 +48,27 @@ def test_a_frame_is_classified_and_not_stored(transport, api, tiny_bundle, media
     assert len(body["predictions"]) == 5
     assert {p["label"] for p in body["predictions"]} <= set(CIFAR10_CLASSES)
     assert sum(p["probability"] for p in body["predictions"]) <= 1.0 + 1e-6
-    assert Classification.objects.count() == 0
+    assert body["prediction_set"] is None  # the tiny bundle has no answer sets
+    assert Classification.objects.count() == 0 and Explanation.objects.count() == 0
     assert files_under(media_root) == []
+
+
+def test_a_frame_comes_with_its_answer_set(api, tiny_bundle, media_root, settings, tmp_path):
+    import json
+    import shutil
+
+    bundle = tmp_path / "with-sets"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["prediction_set"] = {"threshold": 0.0, "thresholds": [0.0] * 10, "coverage": 0.9}  # every class
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    settings.MODEL_BUNDLE = str(bundle)
+    body = api.post(URL, frame(), format="multipart").json()
+    answer_set = body["prediction_set"]
+    assert answer_set["size"] == 10 and answer_set["coverage"] == 0.9
+    assert answer_set["labels"][:5] == [p["label"] for p in body["predictions"]]
+    assert answer_set["text"].startswith("At 90% coverage it could be")
+    assert Explanation.objects.count() == 0  # still nothing stored
 
 
 def test_a_frame_that_is_not_an_image_is_400(api, tiny_bundle, media_root, settings):

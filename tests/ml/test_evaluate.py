@@ -105,6 +105,22 @@ def test_bundle_evaluates_like_its_checkpoint_on_the_recorded_split(tiny, tmp_pa
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["model"]["kind"] == "bundle" and report["model"]["name"] == "t"
     assert (tmp_path / "b" / "training_curves.png").is_file()  # found through the member's checkpoint path
+    assert "prediction_set" not in report  # this bundle has no answer sets
+
+    # with answer sets, the report says how often they held the true class on the evaluated images
+    from ml import conformal
+    from worker.runtime.manifest import read_manifest, write_manifest
+
+    manifest = read_manifest(bundle)
+    thresholds = [0.05 * (k % 4) for k in range(len(manifest.classes))]
+    manifest.prediction_set = {"coverage": 0.9, "classwise": True, "threshold": None, "thresholds": thresholds}
+    write_manifest(bundle, manifest)
+    evaluate.main([str(bundle), "--no-plots", "--out", str(tmp_path / "d")])
+    sets = json.loads((tmp_path / "d" / "report.json").read_text())["prediction_set"]
+    expected = conformal.evaluate(from_bundle["probs"], from_bundle["labels"], np.asarray(thresholds))
+    assert sets["fitted_coverage"] == 0.9 and sets["coverage"] == pytest.approx(expected["coverage"])
+    assert sets["mean_size"] == pytest.approx(expected["mean_size"])
+    assert "## Answer sets" in (tmp_path / "d" / "report.md").read_text()
 
 
 def test_other_data_with_different_classes_is_refused(tiny, tmp_path, cifar10_dir, capsys):

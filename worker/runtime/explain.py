@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from worker.runtime.manifest import set_thresholds
 from worker.runtime.predictor import Prediction, Predictor
 from worker.runtime.threads import threads_for
 
@@ -129,16 +130,6 @@ def predict_explained(
     return _results(merged, images, manifest, k, has_explain, explainable=hasattr(bundle.explainer, "explain"))
 
 
-def _set_thresholds(entry: dict | None, num_classes: int) -> list[float] | None:
-    """The manifest's prediction-set thresholds, one per class (``thresholds``; or the marginal
-    ``threshold`` for every class); None when the bundle has none or they do not fit its classes."""
-    values = (entry or {}).get("thresholds")
-    if isinstance(values, list) and len(values) == num_classes and all(isinstance(v, int | float) for v in values):
-        return [float(v) for v in values]
-    single = _threshold(entry)
-    return None if single is None else [single] * num_classes
-
-
 def _prediction_set(probs: torch.Tensor, order: torch.Tensor, thresholds: list[float], classes: list[str]) -> list[str]:
     """The classes at or above their threshold, most probable first; the top class always (ml.conformal's
     rule: with one threshold per class, others can pass theirs while the top class misses its own)."""
@@ -155,7 +146,7 @@ def _results(
     member_top_p, member_top = out["member_probs"].max(dim=2)  # M x N
     archs = [m.get("arch", "?") for m in manifest.members] or ["?"] * member_top.shape[0]
     t_uncertain, t_ood = _threshold(manifest.uncertain), _threshold(manifest.ood)
-    t_set = _set_thresholds(manifest.prediction_set, len(classes))
+    t_set = set_thresholds(manifest.prediction_set, len(classes))
     set_coverage = (manifest.prediction_set or {}).get("coverage") if t_set is not None else None
     order = torch.argsort(probs, dim=1, descending=True, stable=True)
     layers = (manifest.explain or {}).get("layers") or []

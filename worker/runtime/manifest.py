@@ -85,6 +85,16 @@ class Manifest:
         return dataclasses.asdict(self)
 
 
+def set_thresholds(entry: dict[str, Any] | None, num_classes: int) -> list[float] | None:
+    """A manifest's prediction-set thresholds, one per class (``thresholds``; or the marginal
+    ``threshold`` for every class); None when the bundle has none or they do not fit its classes."""
+    values = (entry or {}).get("thresholds")
+    if isinstance(values, list) and len(values) == num_classes and all(isinstance(v, int | float) for v in values):
+        return [float(v) for v in values]
+    single = (entry or {}).get("threshold")
+    return [float(single)] * num_classes if isinstance(single, int | float) else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

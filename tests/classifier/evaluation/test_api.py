@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from classifier.evaluation.models import Feedback
-from classifier.models import Classification
+from classifier.models import Classification, Explanation
 from tests.classifier.evaluation.factories import ModelVersionFactory, bulk_done, done_job, now
 from tests.classifier.factories import ClassificationFactory, UserFactory
 
@@ -143,6 +143,9 @@ def test_export_streams_own_rows_with_feedback():
     version = ModelVersionFactory()
     mine = done_job(version, top="cat", owner=owner, original_filename="=HYPERLINK(evil).png")
     Feedback.objects.create(classification=mine, user=owner, correct=False, label="dog")
+    Explanation.objects.create(
+        classification=mine, model_input=b"", prediction_set=["cat", "dog"], prediction_set_coverage=0.95
+    )
     failed = ClassificationFactory(failed=True, owner=owner)
     done_job(version, owner=UserFactory(), original_filename="someone-else.png")
     response = api_for(owner).get(EXPORT_URL)
@@ -154,6 +157,7 @@ def test_export_streams_own_rows_with_feedback():
     by_id = {r["id"]: r for r in rows}
     assert by_id[str(mine.id)]["top_label"] == "cat"
     assert by_id[str(mine.id)]["predictions"] == "cat:0.700000"
+    assert by_id[str(mine.id)]["answer_set"] == "cat;dog" and by_id[str(failed.id)]["answer_set"] == ""
     assert (by_id[str(mine.id)]["feedback_correct"], by_id[str(mine.id)]["feedback_label"]) == ("false", "dog")
     assert by_id[str(mine.id)]["original_filename"] == "'=HYPERLINK(evil).png"  # no formula in a spreadsheet
     assert by_id[str(failed.id)]["status"] == "failed" and by_id[str(failed.id)]["error"]

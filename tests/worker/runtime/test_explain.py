@@ -113,7 +113,8 @@ def test_members_agreement_thresholds_and_superclass(ensemble_bundle, images):
 
 
 def test_prediction_sets_take_one_threshold_per_class_or_one_for_all():
-    from worker.runtime.explain import _prediction_set, _set_thresholds
+    from worker.runtime.explain import _prediction_set
+    from worker.runtime.manifest import set_thresholds as _set_thresholds
 
     classes = ["cat", "dog", "frog"]
     assert _set_thresholds({"thresholds": [0.5, 0.1, 0.2]}, 3) == [0.5, 0.1, 0.2]
