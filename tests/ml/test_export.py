@@ -311,6 +311,21 @@ def test_max_tta_below_the_module_level_is_a_usage_error(tiny, tmp_path, capsys)
     assert not (tmp_path / "m").exists()
 
 
+def test_classwise_sets_with_too_few_validation_images_stop_the_export_with_a_message(tiny, tmp_path, capsys):
+    out = tmp_path / "cw"
+    with pytest.raises(SystemExit) as stopped:
+        export.main([str(tiny["ckpts"][0]), "--out", str(out), "--set-classwise", "--ood-per-kind", "4"])
+    assert "class-wise sets at 95% need at least 19 held-out images of every class" in str(stopped.value)
+    assert not out.exists()  # nothing half-written
+    # with a coverage the 3 fit images per class can hold, the export writes one threshold per class
+    export.main(
+        [str(tiny["ckpts"][0]), "--out", str(out), "--set-classwise", "--set-coverage", "0.5", "--ood-per-kind", "4"]
+    )
+    ps = read_manifest(out).prediction_set
+    assert ps["classwise"] and ps["threshold"] is None and len(ps["thresholds"]) == len(read_manifest(out).classes)
+    assert "one threshold per class" in capsys.readouterr().out
+
+
 def test_runtime_switches_to_a_lower_tta_level_with_its_own_temperature(tmp_path, images, monkeypatch):
     """A bundle exported at level 2 with one temperature per level, loaded with tta=0 or 1, gives
     exactly what a bundle exported at that level with that temperature gives."""
