@@ -197,6 +197,13 @@
         line.appendChild(el("strong", "file-top-label", top.label));
         line.appendChild(document.createTextNode(" " + (top.probability * 100).toFixed(1) + "%"));
         box.appendChild(line);
+        var set = data.prediction_set; // the classes the model cannot rule out, when several
+        if (set && set.size > 1) {
+          var others = set.labels.filter(function (label) { return label !== top.label; });
+          var also = el("span", "file-set", "or " + others.join(", "));
+          also.title = set.text;
+          box.appendChild(also);
+        }
       } else if (data.status === "failed") {
         box.appendChild(el("span", "file-error", data.error || "Classification failed."));
       }

@@ -122,8 +122,18 @@ def test_drop_paste_previews_progress_and_result_cards(
     media_root,
     queue,
     settings,
+    tmp_path,
 ):
+    import json
+    import shutil
+
     settings.MAX_UPLOAD_BYTES = 400_000
+    bundle = tmp_path / "with-sets"  # answer sets that hold every class: each card says "or ..."
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["prediction_set"] = {"threshold": 0.0, "coverage": 0.95}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    settings.MODEL_BUNDLE = str(bundle)
     browser.set_window_size(*SIZES["desktop"])
     sign_up(browser, live_server, "gwen")
     form = browser.find_element(By.ID, "upload-form")
@@ -193,6 +203,8 @@ def test_drop_paste_previews_progress_and_result_cards(
         label = cards(browser)[name].find_element(By.CSS_SELECTOR, ".file-top-label").text
         job = Classification.objects.get(original_filename=name)
         assert label.lower() == job.top_label and label.lower() in CIFAR10_CLASSES
+        others = cards(browser)[name].find_element(By.CSS_SELECTOR, ".file-set").text
+        assert others == "or " + ", ".join(c for c in job.explanation.prediction_set if c != job.top_label)
     assert browser.execute_script("return window.__noReload === true")
     errors = [e for e in console_errors(browser) if "favicon" not in e]
     assert errors == [], errors
