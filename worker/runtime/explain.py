@@ -130,11 +130,14 @@ def predict_explained(
     return _results(merged, images, manifest, k, has_explain, explainable=hasattr(bundle.explainer, "explain"))
 
 
-def _prediction_set(probs: torch.Tensor, order: torch.Tensor, thresholds: list[float], classes: list[str]) -> list[str]:
-    """The classes at or above their threshold, most probable first; the top class always (ml.conformal's
-    rule: with one threshold per class, others can pass theirs while the top class misses its own)."""
-    top = int(order[0])
-    return [classes[j] for j in map(int, order.tolist()) if j == top or float(probs[j]) >= thresholds[j]]
+def _prediction_set(
+    probs: torch.Tensor, order: torch.Tensor, thresholds: list[float], classes: list[str], top: int
+) -> list[str]:
+    """The top class (index ``top``, the answer's), then the other classes at or above their threshold,
+    most probable first (ml.conformal's rule: with one threshold per class, others can pass theirs
+    while the top class misses its own, and it is in the set all the same)."""
+    others = [j for j in map(int, order.tolist()) if j != top and float(probs[j]) >= thresholds[j]]
+    return [classes[j] for j in [top, *others]]
 
 
 def _results(
@@ -180,7 +183,9 @@ def _results(
                 uncertain=None if t_uncertain is None else top[0][1] < t_uncertain,
                 superclass=(manifest.superclasses or {}).get(top[0][0]),
                 num_classes=len(classes),
-                prediction_set=None if t_set is None else _prediction_set(probs[i], order[i], t_set, classes),
+                prediction_set=None
+                if t_set is None
+                else _prediction_set(probs[i], order[i], t_set, classes, int(indices[i, 0])),
                 set_coverage=set_coverage,
                 thresholds={"uncertain": t_uncertain, "ood": t_ood, "set": t_set},
                 explainable=explainable,

@@ -125,10 +125,12 @@ def test_prediction_sets_take_one_threshold_per_class_or_one_for_all():
     assert _set_thresholds(None, 3) is None and _set_thresholds({"thresholds": ["x", 1, 2]}, 3) is None
     probs = torch.tensor([0.45, 0.35, 0.2])
     order = torch.argsort(probs, descending=True)
-    assert _prediction_set(probs, order, [0.5, 0.1, 0.2], classes) == ["cat", "dog", "frog"]  # cat: the top class
-    assert _prediction_set(probs, order, [0.5, 0.4, 0.3], classes) == ["cat"]
+    assert _prediction_set(probs, order, [0.5, 0.1, 0.2], classes, 0) == ["cat", "dog", "frog"]  # cat: the top class
+    assert _prediction_set(probs, order, [0.5, 0.4, 0.3], classes, 0) == ["cat"]
+    tied = torch.tensor([0.4, 0.4, 0.2])  # a tie: the answer's top class comes first, whichever it is
+    assert _prediction_set(tied, torch.argsort(tied, descending=True), [0.3, 0.5, 0.5], classes, 1) == ["dog", "cat"]
     for thresholds in ([0.3, 0.3, 0.3], [0.9, 0.3, 0.05]):
-        assert _prediction_set(probs, order, thresholds, classes) == conformal.labels_in_set(
+        assert _prediction_set(probs, order, thresholds, classes, 0) == conformal.labels_in_set(
             probs.double().numpy(), thresholds, classes
         )
 
