@@ -13,7 +13,7 @@ COMMANDS = {
     "ensemble": ("ml.ensemble", "evaluate an ensemble of checkpoints (mean probability, majority vote)"),
     "compare": ("ml.compare", "McNemar's exact test and bootstrap intervals between two models"),
     "export": ("ml.export", "write the TorchScript model bundle the worker loads"),
-    "conformal": ("ml.conformal", "fit a bundle's prediction sets (coverage-guaranteed) from its report"),
+    "conformal": ("ml.conformal.command", "fit a bundle's prediction sets (coverage-guaranteed) from its report"),
     "speedrun": ("ml.speedrun", "train the fast net with the fast recipe; time to 93%/94% over seeds"),
     "study": ("ml.study", "run a study (conditions x seeds from YAML), test its hypotheses, write the report"),
     "recompress": ("ml.recompress", "copy an image folder through more JPEG passes (the JPEG-cost experiment)"),

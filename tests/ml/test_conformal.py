@@ -1,4 +1,4 @@
-"""ml/conformal.py: split conformal prediction sets (LAC), checked against MAPIE and by simulation."""
+"""ml/conformal/: split conformal prediction sets (LAC), checked against MAPIE and by simulation."""
 
 import json
 
@@ -7,6 +7,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ml import conformal
+from ml.conformal import command as conformal_command
 from worker.runtime.manifest import Manifest, read_manifest, write_manifest
 
 
@@ -197,7 +198,7 @@ def test_ml_conformal_fits_a_bundles_sets_from_its_report(tmp_path, capsys):
 
     probs, labels = dirichlet_probs(400, 4, seed=3)
     bundle = fake_bundle(tmp_path, probs, labels, ["cat", "dog", "frog", "ship"])
-    conformal.main([str(bundle), "--coverage", "0.9"])
+    conformal_command.main([str(bundle), "--coverage", "0.9"])
     out = capsys.readouterr().out
     fit, rep = half_split(labels, 0)  # the halves the export's calibration used (seed 0, stratified)
     assert "prediction sets at 90% coverage" in out and f"report half ({len(rep)} images)" in out
@@ -215,7 +216,9 @@ def test_ml_conformal_fits_a_bundles_sets_from_its_report(tmp_path, capsys):
     md = (bundle / "report" / "calibration.md").read_text()
     assert md.index("## Prediction sets: 90% coverage") < md.index("## Out of distribution") and "AUROC" in md
 
-    conformal.main([str(bundle), "--coverage", "0.95", "--classwise"])  # again: the section is replaced, not added
+    conformal_command.main(
+        [str(bundle), "--coverage", "0.95", "--classwise"]
+    )  # again: the section is replaced, not added
     assert "one threshold per class" in capsys.readouterr().out
     md = (bundle / "report" / "calibration.md").read_text()
     assert md.count("## Prediction sets") == 1 and "## Prediction sets: 95% coverage for every class" in md
@@ -230,13 +233,13 @@ def test_ml_conformal_explains_a_bundle_without_a_report_and_a_bad_coverage(tmp_
     probs, labels = dirichlet_probs(40, 4, seed=4)
     bundle = fake_bundle(tmp_path, probs, labels, ["cat", "dog", "frog", "ship"])
     with pytest.raises(SystemExit):
-        conformal.main([str(bundle), "--coverage", "95"])
+        conformal_command.main([str(bundle), "--coverage", "95"])
     assert "coverage must be between 0 and 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # 40 images, about 5 per class in the fit half: 99% needs 99 of each
-        conformal.main([str(bundle), "--coverage", "0.99", "--classwise"])
+        conformal_command.main([str(bundle), "--coverage", "0.99", "--classwise"])
     assert "need at least 99 held-out images of every class" in capsys.readouterr().err
     (bundle / "report" / "predictions.npz").unlink()
     with pytest.raises(SystemExit):
-        conformal.main([str(bundle)])
+        conformal_command.main([str(bundle)])
     assert "export the bundle with its report" in capsys.readouterr().err
     assert read_manifest(bundle).prediction_set is None  # nothing written

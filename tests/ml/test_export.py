@@ -116,6 +116,7 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     validation split and reported on the other; members/ re-exports to the same probabilities."""
     from ml import calibration, conformal, ood
     from ml.checkpoint import read_checkpoint
+    from ml.conformal import command as conformal_command
     from ml.evaluate import load_eval_data
 
     a, b = (str(p) for p in tiny["ckpts"])
@@ -172,13 +173,13 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert "## Prediction sets: 80% coverage" in (out / "report" / "calibration.md").read_text()
     assert json.loads((out / "report" / "calibration.json").read_text())["prediction_set"] == ps
     # python -m ml conformal refits them from the report alone, to the same threshold
-    conformal.main([str(out), "--coverage", "0.8", "--precisions", "fp32"])
+    conformal_command.main([str(out), "--coverage", "0.8", "--precisions", "fp32"])
     refit = read_manifest(out).prediction_set
     assert refit["threshold"] == pytest.approx(ps["threshold"], abs=1e-6)
     # --precisions: the bundle predicts its validation split again through the worker's loader
     assert refit["by_precision"]["fp32"]["coverage"] == pytest.approx(ps["measured_coverage"])
     assert "| fp32 |" in (out / "report" / "calibration.md").read_text()
-    conformal.main([str(out), "--coverage", "0.5", "--classwise"])  # 3 fit images per class hold a 50% set
+    conformal_command.main([str(out), "--coverage", "0.5", "--classwise"])  # 3 fit images per class hold a 50% set
     classwise = read_manifest(out).prediction_set
     assert classwise["classwise"] and len(classwise["thresholds"]) == len(manifest.classes)
     assert (out / "report" / "calibration.md").read_text().count("## Prediction sets") == 1
