@@ -34,22 +34,38 @@ def _replace_section(text: str, section: list[str]) -> str:
 
 
 def check_precisions(
-    bundle_dir: Path, manifest: Any, labels: np.ndarray, report: np.ndarray, thresholds: Any, precisions: list[str]
+    bundle_dir: Path,
+    manifest: Any,
+    labels: np.ndarray,
+    report: np.ndarray,
+    thresholds: Any,
+    precisions: list[str],
+    levels: list[int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The sets as the worker computes them in each of ``precisions`` (the runtime's loader, on the
-    CPU): the bundle predicts its validation split again (the members' data spec; its labels must
-    be those of the report) and each precision's sets are measured on the report half."""
-    from ml.evaluate import load_eval_data, load_predictor
+    """The sets as the worker computes them in each of ``precisions`` at the module's TTA level, and
+    in fp32 at each of ``levels`` (the other TTA levels ``WORKER_TTA`` may switch to; the thresholds
+    were fitted at the module's): the bundle predicts its validation split again through the
+    runtime's loader on the CPU (the members' data spec; its labels must be those of the report),
+    and each row's sets are measured on the report half."""
+    import torch
+
+    from ml.evaluate import load_eval_data
+    from worker.runtime.bundle import load_bundle
     from worker.runtime.manifest import BundleError
 
     data, _ = load_eval_data((manifest.members or [{}])[0].get("data") or {}, "val")
     if not np.array_equal(np.asarray(data.labels), labels):
         raise BundleError("the validation split the members name is not the one in the report's predictions.npz")
+    images = torch.from_numpy(data.images)
     rows = {}
-    for precision in precisions:
-        probs = load_predictor(bundle_dir, "cpu", precision).predict(data.images, 500)
+    runs = [(p, None, p) for p in precisions] + [
+        ("fp32", level, f"fp32 at TTA level {level}") for level in levels or []
+    ]
+    for precision, level, name in runs:
+        bundle = load_bundle(bundle_dir, "cpu", precision=precision, tta=level)
+        probs = torch.cat([bundle.predict(images[i : i + 500]) for i in range(0, len(images), 500)]).double().numpy()
         measured = evaluate(probs[report], labels[report], np.asarray(thresholds))
-        rows[precision] = {k: measured[k] for k in ("coverage", "mean_size")}
+        rows[name] = {k: measured[k] for k in ("coverage", "mean_size")}
     return rows
 
 
@@ -59,6 +75,7 @@ def refit_bundle(
     precisions: list[str] | None = None,
     *,
     classwise: bool = False,
+    levels: list[int] | None = None,
 ) -> dict[str, Any]:
     """Fit the prediction sets of an exported bundle from its report (``report/predictions.npz``:
     the module's calibrated probabilities on the validation split, as export measured them) on the
@@ -66,7 +83,8 @@ def refit_bundle(
     ``prediction_set`` and the report's calibration.json and calibration.md. The module is not
     touched: a set is the runtime's reading of the probabilities it already returns.
     ``classwise``: one threshold per class (`fit_thresholds`). ``precisions`` (e.g. ``["bf16", "int8"]``): also measure the sets the worker computes in those
-    (`check_precisions`; the probabilities differ a little from fp32's)."""
+    (`check_precisions`; the probabilities differ a little from fp32's); ``levels``: and in fp32 at
+    those TTA levels."""
     import json
 
     from ml.calibration import half_split
@@ -87,8 +105,10 @@ def refit_bundle(
     seed = int(((manifest.calibration or {}).get("fit_on") or {}).get("seed", 0))
     fit, rep = half_split(labels, seed)
     entry = fit_and_report(probs, labels, fit, rep, coverage, classwise)
-    if precisions:
-        entry["by_precision"] = check_precisions(bundle_dir, manifest, labels, rep, entry["thresholds"], precisions)
+    if precisions or levels:
+        entry["by_precision"] = check_precisions(
+            bundle_dir, manifest, labels, rep, entry["thresholds"], precisions or [], levels
+        )
     manifest.prediction_set = manifest_field(entry, manifest.classes)
     write_manifest(bundle_dir, manifest)
     cal_json = report / "calibration.json"
@@ -106,6 +126,13 @@ def read_manifest_classes(bundle_dir: str | Path) -> list[str]:
     from worker.runtime.manifest import read_manifest
 
     return read_manifest(bundle_dir).classes
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--tta-levels takes comma-separated whole numbers such as 0,2, not {text!r}") from None
 
 
 def main(argv: list[str]) -> None:
@@ -135,13 +162,23 @@ def main(argv: list[str]) -> None:
         help="comma-separated, e.g. bf16,int8: also predict the validation split in these precisions, as the worker "
         "runs the bundle, and measure their sets (needs the training data the members name)",
     )
+    parser.add_argument(
+        "--tta-levels",
+        default="",
+        help="comma-separated, e.g. 0,2: also measure the sets at these TTA levels (fp32), which WORKER_TTA may "
+        "switch the worker to (the thresholds are fitted at the module's own level)",
+    )
     args = parser.parse_args(argv)
     from worker.runtime.manifest import BundleError
 
     try:
         _check_coverage(args.coverage)
         entry = refit_bundle(
-            args.bundle, args.coverage, [p for p in args.precisions.split(",") if p], classwise=args.classwise
+            args.bundle,
+            args.coverage,
+            [p for p in args.precisions.split(",") if p],
+            classwise=args.classwise,
+            levels=_levels(args.tta_levels),
         )
     except (ValueError, BundleError) as exc:
         parser.error(str(exc))

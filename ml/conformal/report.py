@@ -102,9 +102,10 @@ def markdown(entry: dict[str, Any], classes: list[str]) -> list[str]:
     if entry.get("by_precision"):
         lines += [
             "",
-            "The same thresholds on the probabilities the worker computes in each precision (report half):",
+            "The same thresholds on the probabilities the worker computes in each precision, and at the other TTA "
+            "levels `WORKER_TTA` may switch to (report half):",
             "",
-            "| precision | coverage | mean size |",
+            "| run | coverage | mean size |",
             "|---|---|---|",
         ]
         lines += [f"| {p} | {pct(r['coverage'])} | {r['mean_size']:.3f} |" for p, r in entry["by_precision"].items()]

@@ -235,6 +235,9 @@ def test_ml_conformal_explains_a_bundle_without_a_report_and_a_bad_coverage(tmp_
     with pytest.raises(SystemExit):
         conformal_command.main([str(bundle), "--coverage", "95"])
     assert "coverage must be between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        conformal_command.main([str(bundle), "--tta-levels", "zero"])
+    assert "--tta-levels takes comma-separated whole numbers" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # 40 images, about 5 per class in the fit half: 99% needs 99 of each
         conformal_command.main([str(bundle), "--coverage", "0.99", "--classwise"])
     assert "need at least 99 held-out images of every class" in capsys.readouterr().err

@@ -173,11 +173,15 @@ def test_export_calibrates_sets_thresholds_and_reexports_from_its_members(tiny, 
     assert "## Prediction sets: 80% coverage" in (out / "report" / "calibration.md").read_text()
     assert json.loads((out / "report" / "calibration.json").read_text())["prediction_set"] == ps
     # python -m ml conformal refits them from the report alone, to the same threshold
-    conformal_command.main([str(out), "--coverage", "0.8", "--precisions", "fp32"])
+    conformal_command.main([str(out), "--coverage", "0.8", "--precisions", "fp32", "--tta-levels", "0,1"])
     refit = read_manifest(out).prediction_set
     assert refit["threshold"] == pytest.approx(ps["threshold"], abs=1e-6)
     # --precisions: the bundle predicts its validation split again through the worker's loader
     assert refit["by_precision"]["fp32"]["coverage"] == pytest.approx(ps["measured_coverage"])
+    assert set(refit["by_precision"]) == {"fp32", "fp32 at TTA level 0", "fp32 at TTA level 1"}
+    level0 = load_bundle(out, precision="fp32", tta=0).predict(torch.from_numpy(data.images)).double().numpy()
+    expected = conformal.evaluate(level0[rep], data.labels[rep], np.asarray(refit["thresholds"]))
+    assert refit["by_precision"]["fp32 at TTA level 0"]["coverage"] == pytest.approx(expected["coverage"])
     assert "| fp32 |" in (out / "report" / "calibration.md").read_text()
     conformal_command.main([str(out), "--coverage", "0.5", "--classwise"])  # 3 fit images per class hold a 50% set
     classwise = read_manifest(out).prediction_set
